@@ -174,3 +174,6 @@ def custom_config(name: str = "custom", *, depth: int = 50, num_classes: int = 1
     return ModelConfig(name=name, depth=depth, num_classes=num_classes, channels=channels,
                        aux_channels=aux_channels, recurrence=recurrence, dataset=dataset,
                        **kwargs)
+
+
+from . import demo as _demo  # noqa: E402,F401  (registers the built-in "ccnet-demo" in BUILTIN)

@@ -1,0 +1,33 @@
+# Two entry points for a fresh Linux machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ccnet-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: install demo test test-all plugin clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --no-build-isolation -e ".[cpu,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job offline on the CPU: ccnet-demo model → ONNX → ONNX Runtime → parity → overlays/video.
+demo: install
+	$(PY) scripts/demo.py --out $(DEMO_OUT)
+
+# Default test suite (no GPU, no TensorRT; those tests skip with a reason).
+test: install
+	$(PY) -m pytest -q -rs
+
+# Everything incl. slow tests (GPU/TensorRT tests still skip without them).
+test-all: install
+	$(PY) -m pytest -q -rs -m "not gpu and not tensorrt"
+
+plugin:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2
+
+clean:
+	rm -rf build $(DEMO_OUT)

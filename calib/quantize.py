@@ -1,0 +1,507 @@
+"""INT8 post-training quantization of an exported CCNet ONNX into explicit Q/DQ form.
+
+TensorRT 10/11 builds INT8 only from explicit QuantizeLinear/DequantizeLinear nodes (strongly
+typed networks; deployment notes §1), so the INT8 artefact is an ONNX file, calibrated here with
+ONNX Runtime's ``quantize_static``.  Placement, chosen for TensorRT's fusions:
+
+- every Conv input and weight is quantized (symmetric int8; weights per output channel; the bias
+  becomes int32 at input_scale × weight_scale) and Conv outputs are NOT (Q/DQ only in front of a
+  Conv, so TensorRT fuses Conv+bias+ReLU and keeps the next layer's Q as the output);
+- the shortcut input of every ResNet residual ``Add`` is read through Q/DQ: NVIDIA's Q/DQ
+  guide (TensorFlow quantization toolkit, ``ResNetV1QDQCase``) quantizes the residual input of
+  the Add so TensorRT fuses the Add (and ReLU) into the Conv's epilogue in INT8 instead of
+  running it in float.  Identity shortcuts get it from ORT (the block input is quantized for the
+  block's first Conv); projection shortcuts get a Q/DQ on the downsample Conv's output with its
+  calibrated range (``quantize_residual_shortcuts``);
+- the criss-cross attention node, its inputs (query/key/value Conv outputs), its softmax and the
+  ``gamma * out + x`` residual stay float.
+
+Calibration images go through exactly the inference pre-processing (``ccnet.processing`` with
+the ONNX's ModelMeta: test-scale keep-ratio resize, normalization; slide-mode models calibrate on
+the slide windows).  The tensor ranges can be saved to a JSON cache and reused to re-quantize
+bit-exactly without images.
+
+CLI: ``ccnet-calibrate --onnx model.onnx --images DIR --out model_int8.onnx``
+(also ``python calib/quantize.py ...``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+if __package__ in (None, ""):  # run as `python calib/quantize.py`: make the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import onnx
+
+from ccnet.errors import CCNetError, cli_main
+from ccnet.meta import METADATA_KEY, ModelMeta
+
+METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_NUM_IMAGES = 16
+CACHE_FORMAT = "ccnet-calibration-cache"
+CACHE_VERSION = 1
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "QLinearMatMul",
+           "MatMulInteger", "DynamicQuantizeLinear"}
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration image was skipped (unreadable) or calibration data looks thin."""
+
+
+# ----------------------------------------------------------------------------- model checks
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_onnx(path: str) -> onnx.ModelProto:
+    """Load an ONNX file with a one-line error for missing or non-ONNX files."""
+    if not os.path.isfile(path):
+        raise CCNetError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(path)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise CCNetError(f"cannot read {path} as ONNX ({type(e).__name__}): "
+                         "pass a model written by ccnet-export") from e
+
+
+def read_meta(model: onnx.ModelProto, path: str = "model") -> ModelMeta:
+    """The ModelMeta that ccnet-export wrote into ``metadata_props['ccnet_deploy']``."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ModelMeta.from_json(prop.value)
+    raise CCNetError(f"{path} has no '{METADATA_KEY}' metadata, so its pre-processing is unknown: "
+                     "export the model with ccnet-export (or export.to_onnx.export_onnx)")
+
+
+def write_meta(model: onnx.ModelProto, meta: ModelMeta) -> None:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = meta.to_json()
+            return
+    model.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+
+
+def is_quantized(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in QDQ_OPS for n in model.graph.node)
+
+
+def _input_shape(model: onnx.ModelProto) -> Tuple:
+    """Dims of the single image input: ints for static dims, None for dynamic ones."""
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise CCNetError(f"expected one image input, the model has {len(inputs)}: "
+                         "pass a model written by ccnet-export")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+# ----------------------------------------------------------------------------- calibration data
+def calibration_batches(images_dir: str, meta: ModelMeta, num_images: int,
+                        input_shape: Tuple = (None,) * 4) -> Tuple[List[np.ndarray], int]:
+    """Preprocessed network inputs of the first ``num_images`` readable images of a folder.
+
+    Same pre-processing as inference (``ccnet.processing.preprocess`` at the test scale); a
+    slide-mode model yields its slide windows.  Unreadable files are skipped with a
+    CalibrationWarning; no readable image left → CCNetError.  Returns (batches, images used).
+    """
+    from ccnet.processing import load_image, preprocess, resize_logits, slide_windows, iter_images
+
+    if not os.path.isdir(images_dir):
+        raise CCNetError(f"calibration image folder not found: {images_dir}")
+    paths = list(iter_images(images_dir))
+    if not paths:
+        raise CCNetError(f"no images (.jpg/.jpeg/.png/.bmp) in {images_dir}: "
+                         "pass a folder of representative images with --images")
+    if num_images < 1:
+        raise CCNetError(f"--num-images must be >= 1, got {num_images}")
+    batches, used, skipped = [], 0, 0
+    for path in paths:
+        if used >= num_images:
+            break
+        try:
+            batch = preprocess(load_image(path), meta)
+        except CCNetError as e:
+            warnings.warn(f"skipping calibration image: {e}", CalibrationWarning)
+            skipped += 1
+            continue
+        used += 1
+        if meta.mode == "slide":
+            _, _, h, w = batch.shape
+            batches += [np.ascontiguousarray(batch[:, :, y1:y2, x1:x2])
+                        for y1, y2, x1, x2 in slide_windows(h, w, meta.crop_size, meta.stride)]
+        else:
+            batches.append(batch)
+    if not used:
+        raise CCNetError(f"none of the {skipped} image file(s) in {images_dir} could be read: "
+                         "pass a folder of readable images with --images")
+    # A model exported with static dims takes exactly that shape: resample the normalized input
+    # (only the activation statistics matter here).
+    batch_dim, _, static_h, static_w = input_shape
+    fitted = []
+    for b in batches:
+        if static_h and static_w and b.shape[2:] != (static_h, static_w):
+            b = resize_logits(b, (static_h, static_w), meta.align_corners)
+        if batch_dim and batch_dim != b.shape[0]:
+            b = np.repeat(b, batch_dim, axis=0)
+        fitted.append(np.ascontiguousarray(b, dtype=np.float32))
+    return fitted, used
+
+
+def _data_reader(input_name: str, batches: List[np.ndarray], progress: bool, unit: str):
+    from onnxruntime.quantization import CalibrationDataReader
+    from tqdm import tqdm
+
+    class _Reader(CalibrationDataReader):
+        """Feeds the preprocessed batches to ORT's calibrator, with a progress bar."""
+
+        def __init__(self):
+            self._next = 0
+            self._bar = tqdm(total=len(batches), desc="calibrating", unit=unit,
+                             disable=not progress, leave=False)
+
+        def get_next(self):
+            if self._next >= len(batches):
+                self._bar.close()
+                return None
+            batch = batches[self._next]
+            self._next += 1
+            self._bar.update(1)
+            return {input_name: batch}
+
+    return _Reader()
+
+
+# ----------------------------------------------------------------------------- cache
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+            "minmax": CalibrationMethod.MinMax}[method]
+
+
+def save_cache(path: str, tensors_data, model_sha256: str, method: str, num_images: int) -> dict:
+    """Write our calibration cache (tensor → [min, max]) atomically; returns the dict written.
+
+    The float32 range ends are written as Python floats (exact in JSON), so reading them back
+    gives the same float32 values and therefore the same scales.
+    """
+    tensors = {}
+    for name, data in sorted(tensors_data.data.items()):
+        low, high = data.range_value
+        tensors[name] = [float(np.float32(low)), float(np.float32(high))]
+    cache = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model_sha256": model_sha256,
+             "method": method, "num_images": num_images, "tensors": tensors}
+    _write_atomic(path, json.dumps(cache, indent=1, sort_keys=True).encode())
+    return cache
+
+
+def load_cache(path: str, model_sha256: Optional[str] = None) -> dict:
+    """Read a calibration cache; with ``model_sha256``, refuse a cache made for another model."""
+    if not os.path.isfile(path):
+        raise CCNetError(f"calibration cache not found: {path}: calibrate with --images first "
+                         "(with --cache to write it)")
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CCNetError(f"cannot read calibration cache {path} ({e}): recalibrate with --images") from e
+    if not isinstance(cache, dict) or cache.get("format") != CACHE_FORMAT or \
+            not isinstance(cache.get("tensors"), dict) or cache.get("method") not in METHODS:
+        raise CCNetError(f"{path} is not a ccnet calibration cache: recalibrate with --images "
+                         "--cache to write one")
+    if model_sha256 is not None and cache.get("model_sha256") != model_sha256:
+        raise CCNetError(f"calibration cache {path} was made for another model (sha256 "
+                         f"{str(cache.get('model_sha256'))[:12]}…, this model {model_sha256[:12]}…): "
+                         "recalibrate with --images, or pass the cache of this exact ONNX file")
+    return cache
+
+
+def _tensors_data(cache: dict):
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+    return TensorsData(_ort_method(cache["method"]), {
+        name: TensorData(lowest=np.array(low, dtype=np.float32),
+                         highest=np.array(high, dtype=np.float32))
+        for name, (low, high) in cache["tensors"].items()})
+
+
+# ----------------------------------------------------------------------------- graph edits
+def quantize_residual_shortcuts(model: onnx.ModelProto, tensors_data) -> Tuple[int, int]:
+    """Make every Conv-branch residual ``Add`` read its shortcut through Q/DQ (TensorRT fusion).
+
+    NVIDIA's Q/DQ placement for ResNets quantizes the residual input of the Add so TensorRT
+    fuses the Add (+ ReLU) into the Conv's epilogue in INT8.  ONNX Runtime's QDQ quantizer
+    already gives identity shortcuts their DQ (the block input is quantized for the block's
+    first Conv and every consumer reads the DQ).  Projection shortcuts end in a downsample Conv
+    whose output has no Q/DQ (Conv outputs stay float): give it one, with the range calibrated
+    for that tensor and ORT's own symmetric int8 scale rule.  Returns (identity, projection).
+    """
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    conv_readers: Dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            source = _conv_float_input(node, producer)
+            conv_readers[source] = conv_readers.get(source, 0) + 1
+    identity = projection = 0
+    new_nodes = []
+    for add in model.graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        ops = [producer[t].op_type if t in producer else None for t in add.input]
+        if ops.count("Conv") == 1 and "DequantizeLinear" in ops:
+            identity += 1  # shortcut already read through the Q/DQ of the block input
+        elif ops == ["Conv", "Conv"]:
+            # The shortcut (downsample) Conv reads the block input, which the main branch's first
+            # Conv reads too; the branch's last Conv reads a tensor nothing else reads.
+            shortcut = next((t for t in add.input if t in tensors_data.data
+                             and conv_readers.get(_conv_float_input(producer[t], producer), 0) > 1),
+                            None)
+            if shortcut is None:
+                continue
+            low, high = tensors_data.data[shortcut].range_value
+            qmin, qmax = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, symmetric=True)
+            zero, scale = compute_scale_zp(low, high, qmin, qmax, symmetric=True)
+            base = f"{shortcut}_shortcut"
+            model.graph.initializer.extend([
+                numpy_helper.from_array(np.asarray(scale, dtype=np.float32).reshape(()), f"{base}_scale"),
+                numpy_helper.from_array(np.asarray(zero, dtype=np.int8).reshape(()), f"{base}_zero_point")])
+            new_nodes += [
+                helper.make_node("QuantizeLinear", [shortcut, f"{base}_scale", f"{base}_zero_point"],
+                                 [f"{base}_q"], name=f"{base}_QuantizeLinear"),
+                helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale",
+                                                      f"{base}_zero_point"],
+                                 [f"{base}_dq"], name=f"{base}_DequantizeLinear")]
+            add.input[list(add.input).index(shortcut)] = f"{base}_dq"
+            projection += 1
+    if new_nodes:
+        nodes = list(model.graph.node)
+        for q, dq in zip(new_nodes[::2], new_nodes[1::2]):
+            at = next(i for i, n in enumerate(nodes) if q.input[0] in n.output) + 1
+            nodes[at:at] = [q, dq]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return identity, projection
+
+
+def _conv_float_input(conv: onnx.NodeProto, producer: dict) -> str:
+    """The float tensor a Conv reads (through its input DequantizeLinear, if any)."""
+    src = producer.get(conv.input[0])
+    if src is not None and src.op_type == "DequantizeLinear":
+        q = producer.get(src.input[0])
+        return q.input[0] if q is not None else conv.input[0]
+    return conv.input[0]
+
+
+def _cca_input_dq(model: onnx.ModelProto) -> List[str]:
+    """CCA node inputs that come out of a DequantizeLinear (must be none)."""
+    from export.graph import cca_nodes
+
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [t for n in cca_nodes(model) for t in n.input if t in dq_outputs]
+
+
+class _restore_level:
+    def __init__(self, logger, level):
+        self.logger, self.level = logger, level
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- quantize
+def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
+             method: Optional[str] = None, num_images: int = DEFAULT_NUM_IMAGES,
+             cache: Optional[str] = None, function: bool = True, progress: bool = True,
+             residual_qdq: bool = True) -> Dict[str, object]:
+    """Quantize an exported FP32 CCNet ONNX to explicit Q/DQ INT8.
+
+    Args:
+        onnx_path: FP32 ONNX written by ccnet-export (function or plugin form).
+        out_path: INT8 ONNX to write (atomically; nothing is written on error).
+        images_dir: calibration images (first ``num_images`` readable files, sorted).
+        method: ``entropy`` (default), ``percentile`` (99.999) or ``minmax``; with a cache and no
+            images, the cache's method (an explicit different one is an error).
+        cache: calibration cache JSON; written when calibrating from images, read (and checked
+            against the model's sha256) when ``images_dir`` is None.
+        function: keep the CCA node's model-local function (ONNX Runtime can run the file);
+            False writes the plugin-only form (TensorRT with the plugin only).
+        residual_qdq: give projection shortcuts of residual Adds a Q/DQ too (TensorRT fusion;
+            see ``quantize_residual_shortcuts``).
+
+    Returns a report dict (out, method, num_images, quantized_convs, residual_adds, ...).
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data, save_tensors_data
+    from export.graph import attach_cca_function, cca_functions, cca_nodes
+
+    start = time.time()
+    if method is not None and method not in METHODS:
+        raise CCNetError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
+    if images_dir is None and cache is None:
+        raise CCNetError("no calibration data: pass --images DIR (and --cache FILE to save the "
+                         "ranges), or --cache FILE of an earlier calibration of this model")
+    model = load_onnx(onnx_path)
+    meta = read_meta(model, onnx_path)
+    if is_quantized(model):
+        raise CCNetError(f"{onnx_path} is already quantized (it has Q/DQ or integer nodes): "
+                         "calibrate the FP32 ONNX from ccnet-export instead")
+    if meta.extra.get("precision", "fp32") != "fp32" or any(
+            i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        raise CCNetError(f"{onnx_path} is not an FP32 model (precision "
+                         f"{meta.extra.get('precision', 'fp16')}): calibrate the FP32 export")
+    input_name, input_shape = _input_shape(model)
+    model_sha256 = file_sha256(onnx_path)
+
+    cached = None
+    if images_dir is None:
+        cached = load_cache(cache, model_sha256)
+        if method is not None and method != cached["method"]:
+            raise CCNetError(f"cache {cache} holds {cached['method']} ranges, not {method}: "
+                             f"drop --method or recalibrate with --images --method {method}")
+        method = cached["method"]
+    method = method or "entropy"
+
+    batches, used = [], int(cached["num_images"]) if cached else 0
+    if cached is None:
+        batches, used = calibration_batches(images_dir, meta, num_images, input_shape)
+
+    # Calibration runs the model in ONNX Runtime: the CCA node needs its function for that.
+    if cca_nodes(model) and not cca_functions(model):
+        attach_cca_function(model)
+    extra_options = {
+        "ActivationSymmetric": True, "WeightSymmetric": True,
+        # Q/DQ in front of Convs only: keeps the CCA inputs (Conv outputs) in float.
+        "OpTypesToExcludeOutputQuantization": ["Conv"],
+    }
+    root_logger, level = logging.getLogger(), logging.getLogger().level
+    root_logger.setLevel(logging.ERROR)  # ORT's "consider pre-processing" chatter
+    with _restore_level(root_logger, level), tempfile.TemporaryDirectory(prefix="ccnet_calib_") as tmp:
+        prepared = os.path.join(tmp, "fp32.onnx")
+        onnx.save(model, prepared)
+        ort_cache = os.path.join(tmp, "ort_ranges.json")
+        if cached is not None:
+            save_tensors_data(_tensors_data(cached), ort_cache)
+        quantized_path = os.path.join(tmp, "int8.onnx")
+        reader = None
+        if cached is None:
+            reader = _data_reader(input_name, batches, progress,
+                                  "window" if meta.mode == "slide" else "image")
+        try:
+            quantize_static(
+                prepared, quantized_path, calibration_data_reader=reader,
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
+                reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=_ort_method(method), extra_options=extra_options,
+                calibration_cache_path=ort_cache)
+        except CCNetError:
+            raise
+        except Exception as e:
+            raise CCNetError(f"ONNX Runtime could not calibrate {onnx_path} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                             "is it an unmodified ccnet-export file?") from e
+        ranges = load_tensors_data(ort_cache)
+        qmodel = onnx.load(quantized_path)
+
+    identity_adds, projection_adds = quantize_residual_shortcuts(qmodel, ranges) \
+        if residual_qdq else (0, 0)
+    float_cca_inputs = _cca_input_dq(qmodel)
+    if float_cca_inputs:  # our placement promise; would mean ORT changed behaviour
+        raise RuntimeError(f"CCA inputs {float_cca_inputs} were quantized")
+    if not function:
+        keep = [f for f in qmodel.functions if f not in cca_functions(qmodel)]
+        del qmodel.functions[:]
+        qmodel.functions.extend(keep)
+    elif cca_nodes(qmodel) and not cca_functions(qmodel):
+        attach_cca_function(qmodel)
+    extra = dict(meta.extra, precision="int8", function=bool(function),
+                 calibration={"method": method, "num_images": used, "model_sha256": model_sha256,
+                              "activations": "int8 symmetric per-tensor",
+                              "weights": "int8 symmetric per-channel",
+                              "quantized_ops": ["Conv"], "residual_qdq": bool(residual_qdq)})
+    write_meta(qmodel, meta.replace(extra=extra))
+    if cache is not None and cached is None:
+        save_cache(cache, ranges, model_sha256, method, used)
+    _write_atomic(out_path, qmodel.SerializeToString())
+    return {
+        "out": out_path, "method": method, "num_images": used, "num_batches": len(batches),
+        "from_cache": cached is not None, "cache": cache, "model_sha256": model_sha256,
+        "quantized_convs": sum(n.op_type == "Conv" for n in qmodel.graph.node),
+        "residual_adds": identity_adds + projection_adds, "projection_shortcuts": projection_adds, "calibrated_tensors": len(ranges.data),
+        "function": bool(function), "seconds": round(time.time() - start, 2),
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ccnet-calibrate",
+        description="Quantize an exported FP32 CCNet ONNX to INT8 with explicit Q/DQ nodes "
+                    "(TensorRT 10/11 strongly typed INT8; also runs on ONNX Runtime).")
+    p.add_argument("--onnx", required=True, help="FP32 ONNX written by ccnet-export")
+    p.add_argument("--images", help="folder of calibration images (pre-processed like inference)")
+    p.add_argument("--method", choices=METHODS,
+                   help="range calibration (default entropy; with a cache alone: the cache's)")
+    p.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
+                   help=f"calibrate on the first N readable images (default {DEFAULT_NUM_IMAGES})")
+    p.add_argument("--cache", help="calibration cache JSON: written with --images, reused "
+                                   "without --images (must be made for this exact ONNX file)")
+    p.add_argument("--no-function", action="store_true",
+                   help="write the plugin-only form (no CCA function: TensorRT + plugin only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="INT8 ONNX to write")
+    return p
+
+
+@cli_main
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    report = quantize(args.onnx, args.out, images_dir=args.images, method=args.method,
+                      num_images=args.num_images, cache=args.cache,
+                      function=not args.no_function, progress=not args.no_progress)
+    source = f"cache {args.cache}" if report["from_cache"] else f"{report['num_images']} image(s)"
+    print(f"wrote {report['out']}: {report['quantized_convs']} Conv(s) INT8, "
+          f"{report['residual_adds']} residual Add shortcut(s) through Q/DQ, {report['method']} ranges "
+          f"from {source}, {'with' if report['function'] else 'without'} CCA function "
+          f"({report['seconds']} s)")
+    if args.cache and not report["from_cache"]:
+        print(f"wrote calibration cache {args.cache}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The built-in ``ccnet-demo`` model: a small CCNet trained on our synthetic street scenes.
+
+Torch-free: only the config (classes, palette, head widths, test scale) and the path of the
+committed checkpoint, registered in ``ccnet.zoo.BUILTIN`` so that ``load_model("ccnet-demo")``
+and ``--ckpt ccnet-demo`` work everywhere.  How the checkpoint was made: weights/TRAINING.md.
+"""
+from __future__ import annotations
+
+import os
+
+from .zoo import BUILTIN, ModelConfig, custom_config
+
+DEMO_NAME = "ccnet-demo"
+DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
+                               "ccnet_demo_r18.pth")
+# Label ids of ccnet.synthetic scenes (the generator imports them from here).
+DEMO_CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole")
+# Cityscapes colours (RGB, as mmseg palettes).
+DEMO_PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (107, 142, 35), (70, 130, 180),
+                (0, 0, 142), (220, 20, 60), (153, 153, 153))
+
+
+def demo_config() -> ModelConfig:
+    """Depth-18 D8 CCNet, head channels 128 / aux 64, 8 synthetic classes, whole 256×512."""
+    return custom_config(DEMO_NAME, depth=18, num_classes=len(DEMO_CLASSES), channels=128,
+                         aux_channels=64, dataset="synthetic", test_scale=(512, 256),
+                         classes=DEMO_CLASSES, palette=DEMO_PALETTE)
+
+
+BUILTIN[DEMO_NAME] = (demo_config(), DEMO_CHECKPOINT)

@@ -1,0 +1,168 @@
+"""Convert an exported CCNet ONNX file to a strongly typed FP16 model (float32 input/output).
+
+The CCA node and its function survive; what accuracy needs stays float32: the attention
+energies and softmax (inside the function body), Resize (the final upsampling) and any layer
+whose activations get near the FP16 range on a real input.  Runs on ONNX Runtime CPU.
+
+    python export/to_fp16.py --onnx model.onnx --out model_fp16.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from typing import Iterable, List, Optional
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import onnx
+
+from ccnet.errors import CCNetError, cli_main
+from export.graph import attach_cca_function, cca_functions, contract
+
+# Activations above this stay float32: FP16 tops out at 65504 and the next op (Add/Conv) must
+# not overflow either, so leave a margin.
+OVERFLOW_LIMIT = 8192.0
+# Ops kept float32 whatever the data: Resize is the final logits upsampling.
+FP32_OPS = ["Resize", "Upsample", "Range"]
+
+
+def overflow_nodes(model: onnx.ModelProto, feed: dict, limit: float = OVERFLOW_LIMIT) -> List[str]:
+    """Names of main-graph float nodes whose output reaches ``limit`` on ``feed`` (ORT CPU)."""
+    import onnxruntime as ort
+
+    probe = copy.deepcopy(model)
+    inferred = onnx.shape_inference.infer_shapes(probe)
+    float_values = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
+                    if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    existing = {o.name for o in probe.graph.output}
+    producers = {}
+    for node in probe.graph.node:
+        for out in node.output:
+            if out in float_values:
+                producers[out] = node.name
+                if out not in existing:
+                    probe.graph.output.append(onnx.helper.make_tensor_value_info(
+                        out, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    hot = []
+    for name, value in zip(names, session.run(names, feed)):
+        if name in producers and value.size and float(np.abs(value).max()) >= limit:
+            hot.append(producers[name])
+    return hot
+
+
+def convert_model(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = (),
+                  calibration_feed: Optional[dict] = None, log=print) -> onnx.ModelProto:
+    """FP16 copy of an in-memory FP32 model; returns a new ModelProto.
+
+    ``calibration_feed`` ({"input": array}) finds layers whose activations would overflow
+    FP16 so they stay float32; ``keep_fp32_nodes`` names more nodes to keep.
+    """
+    from onnxconverter_common import float16
+
+    if _is_fp16(model):
+        raise CCNetError("the model is already FP16: convert the FP32 export instead")
+    if not cca_functions(model) and _has_cca(model):
+        raise CCNetError("the model has CCA nodes but no function (plugin-only form): export with "
+                         "a function (drop --no-function), convert, then strip the function")
+    blocked = set(keep_fp32_nodes)
+    if calibration_feed is not None:
+        hot = overflow_nodes(model, calibration_feed)
+        if hot:
+            log(f"keeping {len(hot)} node(s) in float32 (activations near the FP16 range): "
+                f"{', '.join(hot[:6])}{' ...' if len(hot) > 6 else ''}")
+        blocked.update(hot)
+    had_function = bool(cca_functions(model))
+    converted = float16.convert_float_to_float16(
+        copy.deepcopy(model), keep_io_types=True,
+        op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + FP32_OPS,
+        node_block_list=sorted(blocked))
+    # The converter ignores model-local functions; ours is dtype-generic (CastLike) with the
+    # energies and softmax in float32, so put a fresh copy back.
+    if had_function:
+        attach_cca_function(converted)
+    # Drop value_info the converter left behind: stale types would mislead later tools.
+    del converted.graph.value_info[:]
+    return converted
+
+
+def _has_cca(model: onnx.ModelProto) -> bool:
+    c = contract()
+    return any(n.op_type == c["op_type"] and n.domain == c["domain"] for n in model.graph.node)
+
+
+def _is_fp16(model: onnx.ModelProto) -> bool:
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+
+
+def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print) -> dict:
+    """Convert an exported FP32 file to FP16 (metadata precision set to "fp16"); returns a report.
+
+    Verification (default): onnx full check, then ONNX Runtime FP16 vs FP32 on a real photo
+    (argmax agreement >= 99.5%).  The output is written atomically; nothing is left on failure.
+    """
+    from export.metadata import read_metadata, set_metadata
+    from export.to_onnx import FP16_MIN_AGREEMENT, check_output_path, photo_input, write_verified
+
+    if not os.path.isfile(in_path):
+        raise CCNetError(f"ONNX file not found: {in_path}")
+    check_output_path(out_path)
+    try:
+        model = onnx.load(in_path)
+    except Exception as e:
+        raise CCNetError(f"{in_path} is not a readable ONNX file ({str(e)[:120]})") from e
+    meta = read_metadata(model)
+    if meta.extra.get("precision", "fp32") != "fp32":
+        raise CCNetError(f"{in_path} is {meta.extra.get('precision')}: convert an FP32 export")
+    contract_in = meta.extra.get("contract", {}).get("input", {})
+    shape = contract_in.get("shape", ["batch", 3, "height", "width"])
+    feed_input = photo_input(meta, fixed_hw=tuple(s if isinstance(s, int) else None
+                                                  for s in shape[2:4]))
+    if isinstance(shape[0], int):
+        feed_input = np.repeat(feed_input, shape[0], axis=0)
+    fp16 = convert_model(model, calibration_feed={"input": feed_input}, log=log)
+    meta.extra["precision"] = "fp16"
+    set_metadata(fp16, meta)
+
+    def verify_fn(path):
+        if not verify:
+            return {}
+        import onnxruntime as ort
+
+        ref = ort.InferenceSession(in_path, providers=["CPUExecutionProvider"])
+        new = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        a = ref.run(None, {"input": feed_input})[0]
+        b = new.run(None, {"input": feed_input})[0]
+        labels_a = a if a.ndim == 3 else a.argmax(1)
+        labels_b = b if b.ndim == 3 else b.argmax(1)
+        agreement = float((labels_a == labels_b).mean())
+        log(f"verify fp16 vs fp32 (ORT) {tuple(feed_input.shape)}: argmax agreement "
+            f"{agreement * 100:.3f}%")
+        if agreement < FP16_MIN_AGREEMENT:
+            raise CCNetError(f"verification failed: FP16 argmax agreement {agreement * 100:.3f}%"
+                             f" < {FP16_MIN_AGREEMENT * 100:.1f}% against the FP32 file")
+        return {"agreement": agreement}
+
+    result = write_verified(fp16, out_path, verify_fn, full_check=verify, log=log)
+    return {"out": out_path, "verification": result}
+
+
+@cli_main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--onnx", required=True, help="FP32 ONNX file written by ccnet-export")
+    parser.add_argument("--out", required=True, help="FP16 ONNX file to write")
+    parser.add_argument("--no-verify", action="store_true", help="skip the checks")
+    args = parser.parse_args(argv)
+    convert_to_fp16(args.onnx, args.out, verify=not args.no_verify)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

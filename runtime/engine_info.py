@@ -1,0 +1,175 @@
+"""The side file written beside every engine (``model.engine.json``) and the checks built on it.
+
+A TensorRT engine carries no room for our metadata, so ``ccnet-build`` writes the ONNX's
+ModelMeta plus what the runtime must check before touching the engine: the TensorRT version that
+built it, the plugin it needs, the optimization profile(s) and the precision.  Everything here is
+pure Python (no tensorrt, no torch), so the checks are testable anywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ccnet.errors import CCNetError
+from ccnet.meta import ModelMeta
+
+FORMAT = "ccnet-engine-info/1"
+Shape = Tuple[int, ...]
+
+
+@dataclass
+class EngineInfo:
+    """What ``model.engine.json`` holds.  ``profiles``: one dict per optimization profile,
+    input name -> {"min": [...], "opt": [...], "max": [...]}."""
+
+    tensorrt_version: str
+    meta: Optional[dict] = None  # ModelMeta.to_dict() of the ONNX the engine was built from
+    input_name: str = "input"
+    output_name: str = "logits"
+    output_kind: str = "logits"  # or "labels"
+    precision: str = "fp32"  # fp32 / fp16 / int8 (from the ONNX: strongly typed network)
+    cca: str = "unknown"  # "plugin", "inlined" (local function body), "none"
+    plugin: Optional[dict] = None  # {"library", "name", "version", "namespace"}
+    profiles: List[Dict[str, Dict[str, List[int]]]] = field(default_factory=list)
+    version_compatible: bool = False
+    onnx: Optional[str] = None
+    format: str = FORMAT
+
+    def model_meta(self) -> Optional[ModelMeta]:
+        return ModelMeta.from_dict(self.meta) if self.meta else None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineInfo":
+        if "tensorrt_version" not in d:
+            raise CCNetError("engine side file lacks tensorrt_version: rebuild the engine with "
+                             "ccnet-build")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def side_file_path(engine_path: str) -> str:
+    """``model.engine`` -> ``model.engine.json``."""
+    return engine_path + ".json"
+
+
+def read_engine_info(engine_path: str) -> EngineInfo:
+    """Read the side file of an engine; one-line errors when it is missing or broken."""
+    path = side_file_path(engine_path)
+    if not os.path.isfile(path):
+        raise CCNetError(f"{path} not found: engines need the side file ccnet-build writes beside "
+                         "them (model metadata, TensorRT version, profile); rebuild with "
+                         "ccnet-build or copy the .json along with the engine")
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CCNetError(f"cannot read engine side file {path} ({e}): rebuild with "
+                         "ccnet-build") from e
+    if not isinstance(d, dict):
+        raise CCNetError(f"{path} is not an engine side file: rebuild with ccnet-build")
+    return EngineInfo.from_dict(d)
+
+
+def write_engine_info(engine_path: str, info: EngineInfo) -> str:
+    """Write the side file atomically; returns its path."""
+    path = side_file_path(engine_path)
+    atomic_write(path, info.to_json().encode("utf-8"))
+    return path
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file + os.replace (no half-written file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ----------------------------------------------------------------------------- checks
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for p in str(version).split("."):
+        digits = "".join(ch for ch in p if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_tensorrt_version(info: EngineInfo, installed: str, engine_path: str = "engine") -> None:
+    """Refuse an engine built by another TensorRT version (unless built version-compatible and
+    run by a same-major, not older TensorRT), naming both versions and the fix."""
+    built = info.tensorrt_version
+    b, i = _version_tuple(built), _version_tuple(installed)
+    if b == i:
+        return
+    if info.version_compatible and b[:1] == i[:1] and i >= b:
+        return
+    raise CCNetError(
+        f"{engine_path} was built with TensorRT {built} but TensorRT {installed} is installed: "
+        f"rebuild it here with ccnet-build (or build it with --versionCompatible, which runs on "
+        f"later {b[0] if b else '?'}.x releases)")
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def parse_shapes(text: Optional[str], default_name: str = "input") -> Dict[str, Shape]:
+    """trtexec shape syntax: ``input:1x3x512x512[,other:1x2]`` -> {name: (dims)}.
+    A bare ``1x3x512x512`` applies to ``default_name``."""
+    if not text:
+        return {}
+    shapes: Dict[str, Shape] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, dims = item.rpartition(":")
+        name = name.strip().strip("'\"") if sep else default_name
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise CCNetError(f"bad shape {item!r}: use name:NxCxHxW, e.g. "
+                             f"{default_name}:1x3x512x512") from None
+        if not shape or any(d < 1 for d in shape):
+            raise CCNetError(f"bad shape {item!r}: dimensions must be positive integers")
+        shapes[name] = shape
+    return shapes
+
+
+def find_profile(shape: Sequence[int], info: EngineInfo) -> int:
+    """Index of the first profile whose range contains ``shape`` for the engine's input; raises
+    a one-line error giving the range(s) when none does."""
+    shape = tuple(int(s) for s in shape)
+    name = info.input_name
+    ranges = []
+    for index, profile in enumerate(info.profiles):
+        rng = profile.get(name)
+        if rng is None:
+            continue
+        lo, hi = tuple(rng["min"]), tuple(rng["max"])
+        if len(lo) == len(shape) and all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+            return index
+        ranges.append(f"{format_shape(lo)} .. {format_shape(hi)}")
+    if not ranges:
+        raise CCNetError(f"the engine side file has no optimization profile for input {name!r}: "
+                         "rebuild with ccnet-build")
+    raise CCNetError(
+        f"input shape {format_shape(shape)} is outside the engine's profile for {name!r} "
+        f"(min .. max: {'; '.join(ranges)}): rebuild with --minShapes/--maxShapes covering it, "
+        "or use an image size the profile covers")

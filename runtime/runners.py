@@ -1,0 +1,145 @@
+"""Runners for ONNX Runtime and PyTorch: ``infer(batch) -> logits (or labels)`` plus ``meta``.
+
+Every runner has the same surface:
+
+* ``infer(batch)``: float32 N×3×h×w normalized RGB (numpy) -> numpy N×C×h×w float32 logits, or
+  N×h×w int64 labels for models exported with ``--output labels`` (``output_kind`` says which);
+* ``meta``: the ModelMeta (or None when the file carries none);
+* ``output_kind``: "logits" or "labels"; ``name``: backend name; ``close()``.
+
+The TensorRT runner lives in ``trt_runner.py``.  torch is imported only inside ``TorchRunner``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ccnet.errors import CCNetError
+from ccnet.meta import METADATA_KEY, ModelMeta
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+class OrtRunner:
+    """ONNX Runtime session over an exported CCNet ONNX file.
+
+    ``device``: "cpu"; "cuda" (CUDAExecutionProvider); "tensorrt" (TensorrtExecutionProvider, with
+    our plugin library for the CCA nodes); "auto" = CUDA when onnxruntime-gpu offers it, else CPU.
+    ``providers`` overrides the choice with an explicit ORT provider list.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str, device: str = "auto", threads: Optional[int] = None,
+                 graph_optimization: str = "all", providers: Optional[Sequence] = None,
+                 plugins: Optional[str] = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CCNetError("onnxruntime is not installed: pip install onnxruntime (CPU) or "
+                             "onnxruntime-gpu (never both)") from None
+        if not os.path.isfile(model_path):
+            raise CCNetError(f"ONNX model not found: {model_path}")
+        self.path = model_path
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        if graph_optimization not in levels:
+            raise CCNetError(f"unknown graph optimization level {graph_optimization!r}: use one "
+                             f"of {', '.join(levels)}")
+        options.graph_optimization_level = levels[graph_optimization]
+        self.providers = list(providers) if providers else self._providers(ort, device, plugins)
+        try:
+            self.session = ort.InferenceSession(model_path, sess_options=options,
+                                                providers=self.providers)
+        except Exception as e:  # ORT raises Fail/InvalidGraph/InvalidProtobuf/NotImplemented
+            text = _first_line(e)
+            if "CrissCrossAttention" in text and ("not a registered" in text
+                                                   or "No opset import" in text
+                                                   or "not implemented" in text.lower()):
+                raise CCNetError(
+                    f"{model_path} is the plugin form (CrissCrossAttention nodes without their "
+                    "ONNX function): only TensorRT with libccnet_plugins.so runs it; export "
+                    "with the function (ccnet-export default) to run on ONNX Runtime") from None
+            raise CCNetError(f"cannot load ONNX model {model_path}: {text}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self.input_name = inputs[0].name
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        self.output_name = outputs[0].name
+        self.output_kind = ("labels" if outputs[0].name == "labels"
+                            or "int" in outputs[0].type else "logits")
+        custom = self.session.get_modelmeta().custom_metadata_map or {}
+        self.meta: Optional[ModelMeta] = (ModelMeta.from_json(custom[METADATA_KEY])
+                                          if METADATA_KEY in custom else None)
+
+    @staticmethod
+    def _providers(ort, device: str, plugins: Optional[str]):
+        available = ort.get_available_providers()
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        if device == "auto":
+            return (["CUDAExecutionProvider", "CPUExecutionProvider"]
+                    if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"])
+        wanted = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+        if device not in wanted:
+            raise CCNetError(f"unknown device {device!r}: use auto, cpu, cuda or tensorrt")
+        if wanted[device] not in available:
+            raise CCNetError(f"{wanted[device]} is not available in this onnxruntime "
+                             f"({', '.join(available)}): pip install onnxruntime-gpu "
+                             "(after uninstalling onnxruntime)")
+        if device == "cuda":
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        from .trt_common import resolve_plugin_library
+
+        trt_options = {}
+        library = resolve_plugin_library(plugins, required=False)
+        if library:  # the TensorRT EP loads it so the CCA nodes map to our plugin
+            trt_options["trt_extra_plugin_lib_paths"] = library
+        return [("TensorrtExecutionProvider", trt_options), "CUDAExecutionProvider",
+                "CPUExecutionProvider"]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return out.astype(np.float32, copy=False) if self.output_kind == "logits" else out
+
+    __call__ = infer
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TorchRunner:
+    """A PyTorch CCNet (zoo name, built-in name, URL or .pth) behind the runner interface."""
+
+    name = "pytorch"
+    output_kind = "logits"
+
+    def __init__(self, checkpoint: str, config=None, device: str = "cpu"):
+        try:
+            from ccnet.checkpoint import load_model
+            from ccnet.inference import TorchInfer
+        except ImportError as e:
+            raise CCNetError(f"PyTorch is needed for checkpoints ({_first_line(e)}): pip install "
+                             "torch, or export the model to ONNX and run that") from None
+        self.path = checkpoint
+        self.model = load_model(checkpoint, config=config, device=device)
+        self.meta: ModelMeta = self.model.meta
+        self._infer = TorchInfer(self.model)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer(batch)
+
+    __call__ = infer
+
+    def close(self) -> None:
+        self.model = self._infer = None

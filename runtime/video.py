@@ -1,0 +1,380 @@
+"""Video segmentation: a pipelined ``VideoSegmenter`` and the ``ccnet-video`` CLI.
+
+Three stages run concurrently, joined by bounded queues so memory stays constant however long
+the stream is:
+
+    reader thread:   decode frame i+1, validate, preprocess (resize + normalize)
+    inference thread: network pass of frame i (whole or slide), logits at network resolution
+    caller's thread:  resize logits back, argmax, colour overlay → yields FrameResult
+
+Each stage calls the same ``ccnet.processing`` functions as ``Segmenter.segment``, so the
+per-frame labels are identical to segmenting the frames one by one.  Frames come from
+``cv2.VideoCapture`` (file, camera index, stream URL) or any iterable of BGR uint8 frames; a
+corrupt frame (None, wrong shape or dtype) is skipped with a warning.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from ccnet.errors import CCNetError, cli_main
+from ccnet.processing import check_image, network_logits, overlay, preprocess, resize_logits
+
+Source = Union[str, int, Iterable[np.ndarray]]
+_END = object()
+
+
+@dataclass
+class FrameResult:
+    """One segmented frame.  ``index``: position in the source (skipped frames count too);
+    ``labels``: H×W int64; ``overlay``: BGR uint8 blend in the model's palette (None if
+    disabled); ``timing``: milliseconds per stage plus ``latency`` (read → result)."""
+
+    index: int
+    frame: np.ndarray
+    labels: np.ndarray
+    overlay: Optional[np.ndarray]
+    timing: dict = field(default_factory=dict)
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def open_capture(source: Union[str, int]) -> "cv2.VideoCapture":
+    """cv2.VideoCapture for a file path, camera index (int or digit string) or stream URL."""
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        cap = cv2.VideoCapture(int(source))
+        what = f"camera {int(source)}"
+    else:
+        source = os.fspath(source)
+        if not _is_url(source) and not os.path.isfile(source):
+            raise CCNetError(f"video not found: {source}")
+        cap = cv2.VideoCapture(source)
+        what = f"video {source}"
+    if not cap.isOpened():
+        cap.release()
+        raise CCNetError(f"cannot open {what}: not a video OpenCV can decode, or the camera/"
+                         "stream is unavailable")
+    return cap
+
+
+class VideoSegmenter:
+    """Pipelined segmentation of a frame stream with a ``runtime.Segmenter``.
+
+    >>> for r in VideoSegmenter(Segmenter("model.onnx")).run("clip.mp4"):
+    ...     cv2.imshow("seg", r.overlay)
+
+    ``queue_size`` bounds each of the two queues between stages: at most
+    ``max_frames_in_flight = 2 * queue_size + 3`` frames are alive at any time.
+    """
+
+    def __init__(self, segmenter, queue_size: int = 4, alpha: float = 0.5,
+                 make_overlay: bool = True):
+        if queue_size < 1:
+            raise CCNetError("queue_size must be >= 1")
+        self.segmenter = segmenter
+        self.meta = segmenter.meta
+        self.queue_size = int(queue_size)
+        self.alpha = alpha
+        self.make_overlay = make_overlay
+        self.fps: Optional[float] = None  # of the source, when it says
+        self.frame_count: Optional[int] = None
+        self._reset_stats()
+
+    @property
+    def max_frames_in_flight(self) -> int:
+        return 2 * self.queue_size + 3
+
+    def _reset_stats(self) -> None:
+        self.frames_done = 0
+        self.frames_skipped = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+
+    def _count(self, delta: int) -> None:
+        with self._lock:
+            self.in_flight += delta
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    # ---------------------------------------------------------------- sources
+    def _frames(self, source: Source) -> Iterator[np.ndarray]:
+        if isinstance(source, (str, int, os.PathLike)):
+            cap = open_capture(source)
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.fps = fps if fps and fps > 0 else None
+            self.frame_count = count if count > 0 else None
+            return self._read_capture(cap)
+        try:
+            return iter(source)
+        except TypeError:
+            raise CCNetError(f"unsupported video source {type(source).__name__}: give a path, "
+                             "camera index, URL or an iterable of BGR frames") from None
+
+    @staticmethod
+    def _read_capture(cap) -> Iterator[np.ndarray]:
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return  # end of stream (or a stream that dropped)
+                yield frame
+        finally:
+            cap.release()
+
+    # ---------------------------------------------------------------- stages
+    @staticmethod
+    def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _reader(self, frames, max_frames, out_q, stop) -> None:
+        try:
+            index = -1
+            iterator = iter(frames)
+            while max_frames is None or self.frames_done_reading < max_frames:
+                t0 = time.perf_counter()
+                try:
+                    frame = next(iterator)
+                except StopIteration:
+                    break
+                index += 1
+                t1 = time.perf_counter()
+                try:
+                    check_image(frame)
+                except CCNetError as e:
+                    self.frames_skipped += 1
+                    warnings.warn(f"skipping frame {index}: {e}", RuntimeWarning, stacklevel=2)
+                    continue
+                self._count(+1)
+                batch = preprocess(frame, self.meta)
+                t2 = time.perf_counter()
+                timing = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "start": t0}
+                self.frames_done_reading += 1
+                if not self._put(out_q, (index, frame, batch, timing), stop):
+                    return
+            self._put(out_q, _END, stop)
+        except BaseException as e:  # hand any failure to the caller's thread
+            self._put(out_q, _Failure(e), stop)
+
+    def _inferer(self, in_q, out_q, stop) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    item = in_q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END or isinstance(item, _Failure):
+                    self._put(out_q, item, stop)
+                    return
+                index, frame, batch, timing = item
+                t0 = time.perf_counter()
+                logits = network_logits(batch, self.meta, self.segmenter.infer)[0]
+                timing["infer"] = (time.perf_counter() - t0) * 1e3
+                if not self._put(out_q, (index, frame, logits, timing), stop):
+                    return
+        except BaseException as e:
+            self._put(out_q, _Failure(e), stop)
+
+    def run(self, source: Source, max_frames: Optional[int] = None) -> Iterator[FrameResult]:
+        """Yield a FrameResult per valid frame, in order, until the stream ends (or
+        ``max_frames`` results).  Closing the generator early stops the worker threads."""
+        self._reset_stats()
+        self.frames_done_reading = 0
+        frames = self._frames(source)
+        stop = threading.Event()
+        q_pre: queue.Queue = queue.Queue(self.queue_size)
+        q_post: queue.Queue = queue.Queue(self.queue_size)
+        workers = [threading.Thread(target=self._reader, args=(frames, max_frames, q_pre, stop),
+                                    name="ccnet-video-reader", daemon=True),
+                   threading.Thread(target=self._inferer, args=(q_pre, q_post, stop),
+                                    name="ccnet-video-infer", daemon=True)]
+        for w in workers:
+            w.start()
+        try:
+            while True:
+                item = q_post.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                index, frame, logits, timing = item
+                t0 = time.perf_counter()
+                h, w = frame.shape[:2]
+                labels = resize_logits(logits, (h, w), self.meta.align_corners).argmax(axis=0)
+                blend = (overlay(frame, labels, self.meta.palette, self.alpha)
+                         if self.make_overlay else None)
+                t1 = time.perf_counter()
+                timing["postprocess"] = (t1 - t0) * 1e3
+                timing["latency"] = (t1 - timing.pop("start")) * 1e3
+                self.frames_done += 1
+                self._count(-1)
+                yield FrameResult(index, frame, labels, blend, timing)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=5)
+
+    __call__ = run
+
+
+# ----------------------------------------------------------------------------- CLI
+def _partial_path(path: str) -> str:
+    directory, base = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(base)
+    return os.path.join(directory, f".{stem}.partial{ext or '.mp4'}")
+
+
+def _write_png(path: str, image: np.ndarray) -> None:
+    tmp = _partial_path(path)
+    if not cv2.imwrite(tmp, image):
+        raise CCNetError(f"cannot write {path}")
+    os.replace(tmp, path)
+
+
+def segment_video(model: str, source: Source, output: Optional[str] = None,
+                  labels_dir: Optional[str] = None, max_frames: Optional[int] = None,
+                  show_fps: bool = False, queue_size: int = 4, alpha: float = 0.5,
+                  backend: Optional[str] = None, progress: bool = True, **runner_opts) -> dict:
+    """Segment a video into an overlay video (mp4v) and/or per-frame label PNGs
+    (``labels_dir/000000.png``, source frame index).  Returns a summary dict."""
+    from .segmenter import Segmenter
+
+    if not output and not labels_dir:
+        raise CCNetError("nothing to write: give --output and/or --labels-dir")
+    for path in filter(None, [output]):
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
+    segmenter = Segmenter(model, backend=backend, **runner_opts)
+    video = VideoSegmenter(segmenter, queue_size=queue_size, alpha=alpha,
+                           make_overlay=bool(output))
+    results = video.run(source, max_frames=max_frames)
+    if labels_dir:
+        os.makedirs(labels_dir, exist_ok=True)
+    label_dtype = np.uint8 if segmenter.meta.num_classes <= 256 else np.uint16
+    writer, tmp_video, size = None, None, None
+    totals = {"decode": 0.0, "preprocess": 0.0, "infer": 0.0, "postprocess": 0.0}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_frames or video.frame_count, unit="frame", desc="ccnet-video")
+    start = time.perf_counter()
+    try:
+        for r in results:
+            if labels_dir:
+                _write_png(os.path.join(labels_dir, f"{r.index:06d}.png"),
+                           r.labels.astype(label_dtype))
+            if output:
+                frame = r.overlay
+                if writer is None:
+                    size = (frame.shape[1], frame.shape[0])
+                    tmp_video = _partial_path(output)
+                    writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"),
+                                             video.fps or 25.0, size)
+                    if not writer.isOpened():
+                        raise CCNetError(f"cannot open a video writer for {output} (mp4v)")
+                if (frame.shape[1], frame.shape[0]) != size:  # iterable sources may vary
+                    frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
+                if show_fps:
+                    rate = video.frames_done / max(time.perf_counter() - start, 1e-9)
+                    frame = frame.copy()
+                    cv2.putText(frame, f"{rate:.1f} FPS", (8, 24), cv2.FONT_HERSHEY_SIMPLEX,
+                                0.7, (255, 255, 255), 2, cv2.LINE_AA)
+                writer.write(frame)
+            for k in totals:
+                totals[k] += r.timing.get(k, 0.0)
+            if bar is not None:
+                bar.update(1)
+        elapsed = time.perf_counter() - start
+        if video.frames_done == 0:
+            raise CCNetError(f"no frames could be read from {source}")
+        if writer is not None:
+            writer.release()
+            writer = None
+            os.replace(tmp_video, output)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.release()
+        if tmp_video and os.path.exists(tmp_video):
+            os.remove(tmp_video)
+        segmenter.close()
+    n = video.frames_done
+    return {"frames": n, "skipped": video.frames_skipped, "seconds": elapsed,
+            "fps": n / elapsed if elapsed > 0 else float("inf"), "backend": segmenter.backend,
+            "ms_per_frame": {k: v / n for k, v in totals.items()},
+            "peak_frames_in_flight": video.peak_in_flight, "output": output,
+            "labels_dir": labels_dir}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccnet-video", description="Segment a video, camera or "
+                                "stream: overlay video in the model's palette and/or label PNGs.")
+    p.add_argument("--model", required=True, help=".onnx, .engine or .pth file, or a zoo name")
+    p.add_argument("--input", required=True, help="video file, camera index (0) or stream URL")
+    p.add_argument("--output", help="overlay video to write (.mp4, mp4v codec)")
+    p.add_argument("--labels-dir", help="write one label PNG per frame (000000.png, ...)")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--show-fps", action="store_true", help="draw the running FPS on the video")
+    p.add_argument("--backend", choices=["onnxruntime", "tensorrt", "pytorch"],
+                   help="default: by the model's file type")
+    p.add_argument("--device", help="onnxruntime: auto/cpu/cuda/tensorrt; pytorch: cpu/cuda")
+    p.add_argument("--plugins", help="libccnet_plugins.so for TensorRT engines")
+    p.add_argument("--queue-size", type=int, default=4, help="frames buffered per stage")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+@cli_main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """ccnet-video: see ``segment_video``."""
+    args = _parser().parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CCNetError("--max-frames must be >= 1")
+    opts = {}
+    if args.device:
+        opts["device"] = args.device
+    if args.plugins:
+        opts["plugins"] = args.plugins
+    summary = segment_video(args.model, args.input, args.output, args.labels_dir,
+                            args.max_frames, args.show_fps, args.queue_size, args.alpha,
+                            args.backend, progress=not args.no_progress, **opts)
+    ms = summary["ms_per_frame"]
+    print(f"{summary['frames']} frames ({summary['skipped']} skipped) in "
+          f"{summary['seconds']:.2f} s: {summary['fps']:.2f} FPS on {summary['backend']} "
+          f"(per frame: decode {ms['decode']:.1f} ms, preprocess {ms['preprocess']:.1f} ms, "
+          f"infer {ms['infer']:.1f} ms, postprocess {ms['postprocess']:.1f} ms)")
+    for what, path in (("video", summary["output"]), ("labels", summary["labels_dir"])):
+        if path:
+            print(f"wrote {what}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Checkpoint round trips in mmseg's layout, config inference, and every bad-checkpoint error."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from ccnet import CCNetError
+from ccnet.checkpoint import build_model, load_model, read_checkpoint, save_checkpoint
+from ccnet.zoo import ZOO, custom_config, get_config
+
+from conftest import make_checkpoint, randomize_model
+
+
+def assert_same_state(model, reference):
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert list(ours) == list(theirs)
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
+
+
+def test_round_trip_strict(tmp_path, tiny_config, tiny_ckpt):
+    reference = make_checkpoint(tmp_path / "a.pth", tiny_config, seed=1)
+    raw = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    assert set(raw) == {"meta", "state_dict"}  # mmseg layout
+    assert list(raw["state_dict"]) == list(reference.state_dict())
+    model = load_model(tiny_ckpt)
+    assert not model.training
+    assert_same_state(model, reference)
+    assert model.meta == reference.meta  # scale, classes, palette ... survive
+    assert model.config.recurrence == tiny_config.recurrence
+
+
+def _variant(tmp_path, tiny_ckpt, name, transform):
+    raw = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    path = tmp_path / f"{name}.pth"
+    torch.save(transform(raw), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("variant", ["module_prefix", "bare_state_dict", "state_dict_only",
+                                     "module_prefix_bare"])
+def test_layout_variants_load(tmp_path, tiny_config, tiny_ckpt, variant):
+    def prefixed(state):
+        return OrderedDict((f"module.{k}", v) for k, v in state.items())
+
+    transform = {
+        "module_prefix": lambda raw: {"meta": raw["meta"], "state_dict": prefixed(raw["state_dict"])},
+        "bare_state_dict": lambda raw: raw["state_dict"],
+        "state_dict_only": lambda raw: {"state_dict": raw["state_dict"]},
+        "module_prefix_bare": lambda raw: prefixed(raw["state_dict"]),
+    }[variant]
+    path = _variant(tmp_path, tiny_ckpt, variant, transform)
+    reference = load_model(tiny_ckpt)
+    model = load_model(path)  # without meta: architecture inferred from the tensors
+    assert_same_state(model, reference)
+    cfg = model.config
+    assert (cfg.depth, cfg.num_classes, cfg.channels, cfg.aux_channels) == (18, 21, 64, 32)
+    # explicit config works for every layout as well
+    assert_same_state(load_model(path, config=tiny_config), reference)
+
+
+def test_mmseg_0x_meta(tmp_path, tiny_ckpt):
+    """0.x files carry CLASSES / PALETTE and the full config text (recurrence, align_corners)."""
+    classes = tuple(f"thing{i}" for i in range(21))
+    palette = [[i, 2 * i, 3 * i] for i in range(21)]
+    config_text = ("norm_cfg = dict(type='SyncBN', requires_grad=True)\nmodel = dict(\n"
+                   "    decode_head=dict(type='CCHead', in_channels=512, channels=64,\n"
+                   "        recurrence=1, num_classes=21, align_corners=True))\n")
+    path = _variant(tmp_path, tiny_ckpt, "mmseg0x", lambda raw: {
+        "meta": {"mmseg_version": "0.5.0+abc", "config": config_text, "CLASSES": classes,
+                 "PALETTE": palette, "epoch": 1, "iter": 20000},
+        "state_dict": raw["state_dict"]})
+    model = load_model(path)
+    assert model.config.recurrence == 1
+    assert model.meta.align_corners is True
+    assert model.meta.classes == classes
+    assert model.meta.palette == tuple(tuple(p) for p in palette)
+
+
+DEPTH_CASES = [(18, 16, 7, 2), (34, 8, 3, 1), (50, 16, 150, 2), (101, 8, 19, 3)]
+
+
+@pytest.mark.parametrize("depth,channels,num_classes,recurrence", DEPTH_CASES)
+def test_config_inferred_from_tensors(tmp_path, depth, channels, num_classes, recurrence):
+    cfg = custom_config("x", depth=depth, num_classes=num_classes, channels=channels,
+                        aux_channels=None if depth == 34 else 8, recurrence=recurrence)
+    model = randomize_model(build_model(cfg), seed=depth)
+    path = tmp_path / "m.pth"
+    save_checkpoint(model, str(path))
+    # keep only what an mmseg file has: tensors + mmseg's config text (no ccnet_config)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    meta = {k: v for k, v in raw["meta"].items() if k != "ccnet_config"}
+    torch.save({"meta": meta, "state_dict": raw["state_dict"]}, path)
+    loaded = load_model(str(path))
+    got = loaded.config
+    assert (got.depth, got.channels, got.num_classes, got.recurrence, got.aux_channels) == \
+        (depth, channels, num_classes, recurrence, cfg.aux_channels)
+    assert_same_state(loaded, model)
+    # without any meta, recurrence falls back to mmseg's default of 2
+    torch.save(raw["state_dict"], path)
+    assert load_model(str(path)).config.recurrence == 2
+
+
+def test_zoo_names_both_generations():
+    assert len({id(c) for c in ZOO.values()}) == 32
+    a = get_config("ccnet_r50-d8_512x1024_80k_cityscapes")
+    b = get_config("ccnet_r50-d8_4xb2-80k_cityscapes-512x1024")
+    assert a.alias == b.name and b.alias == a.name and a.url == b.url
+    slide = get_config("ccnet_r101-d8_4xb2-40k_cityscapes-769x769")
+    assert (slide.mode, slide.crop_size, slide.stride, slide.align_corners, slide.test_scale) == \
+        ("slide", (769, 769), (513, 513), True, (2049, 1025))
+    ade = get_config("ccnet_r50-d8_512x512_160k_ade20k").meta()
+    assert ade.num_classes == 150 and ade.reduce_zero_label and ade.classes[7] == "bed "
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_zoo_name_suggests_closest():
+    with pytest.raises(CCNetError, match=r"did you mean 'ccnet_r50-d8_512x1024_80k_cityscapes'"):
+        load_model("ccnet_r50-d8_512x1024_80k_cityscape")
+    with pytest.raises(CCNetError, match="unknown model name"):
+        get_config("ccnet_r50_4xb2-80k_cityscapes-512x1024")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CCNetError, match="checkpoint not found"):
+        load_model(str(tmp_path / "nope.pth"))
+    with pytest.raises(CCNetError, match="is a folder"):
+        read_checkpoint(str(tmp_path))
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("this is not a checkpoint\n")
+    with pytest.raises(CCNetError, match="not a PyTorch checkpoint|truncated or corrupt") as e:
+        load_model(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_truncated_checkpoint(tmp_path, tiny_ckpt):
+    data = open(tiny_ckpt, "rb").read()
+    path = tmp_path / "half.pth"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CCNetError, match="truncated or corrupt|not a PyTorch checkpoint") as e:
+        load_model(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_not_a_ccnet_state_dict(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(CCNetError, match="not a CCNet"):
+        load_model(str(path))
+    torch.save({"meta": {}, "epoch": 3}, path)
+    with pytest.raises(CCNetError, match="holds no state_dict"):
+        load_model(str(path))
+
+
+def test_key_mismatch_names_keys_and_config(tmp_path, tiny_ckpt):
+    # a ResNet-18 checkpoint against the R50 VOC zoo config: keys differ
+    with pytest.raises(CCNetError) as e:
+        load_model(tiny_ckpt, config="ccnet_r50-d8_4xb4-20k_voc12aug-512x512")
+    msg = str(e.value)
+    assert "ccnet_r50-d8_4xb4-20k_voc12aug-512x512" in msg and "missing" in msg
+    assert "backbone.layer1.0.conv3.weight" in msg  # the first missing key
+    assert "\n" not in msg
+    # one key removed, one added
+    path = _variant(tmp_path, tiny_ckpt, "keys", lambda raw: {"meta": raw["meta"], "state_dict":
+                    OrderedDict([(k.replace("decode_head.cca.gamma.scale", "decode_head.cca.gamma"),
+                                  v) for k, v in raw["state_dict"].items()])})
+    with pytest.raises(CCNetError, match=r"1 missing \(first: decode_head\.cca\.gamma\.scale\); "
+                                         r"1 unexpected \(first: decode_head\.cca\.gamma\)"):
+        load_model(path)
+
+
+def test_shape_mismatch_names_tensor(tmp_path, tiny_config, tiny_ckpt):
+    wrong = custom_config("wrong-classes", depth=18, num_classes=19, channels=64, aux_channels=32)
+    with pytest.raises(CCNetError) as e:
+        load_model(tiny_ckpt, config=wrong)
+    msg = str(e.value)
+    assert "'decode_head.conv_seg.weight'" in msg and "wrong-classes" in msg
+    assert "expected (19, 64, 1, 1), found (21, 64, 1, 1)" in msg
+
+
+def test_save_is_atomic(tmp_path, tiny_config):
+    model = build_model(tiny_config)
+    with pytest.raises(CCNetError, match="does not exist"):
+        save_checkpoint(model, str(tmp_path / "missing" / "m.pth"))
+    save_checkpoint(model, str(tmp_path / "m.pth"))
+    assert os.listdir(tmp_path) == ["m.pth"]  # no temp file left behind
