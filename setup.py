@@ -44,7 +44,7 @@ setup(
             "ccnet-calibrate=calib.quantize:main",
             "ccnet-parity=calib.parity:main",
             "ccnet-build=runtime.trt_build:main",
-            "ccnet-inspect=runtime.inspect:main",
+            "ccnet-inspect=runtime.inspect_engine:main",
             "ccnet-video=runtime.video:main",
         ]
     },

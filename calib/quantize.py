@@ -44,9 +44,10 @@ import numpy as np
 import onnx
 
 from ccnet.errors import CCNetError, cli_main
-from ccnet.meta import METADATA_KEY, ModelMeta
+from ccnet.meta import ModelMeta
 
 METHODS = ("entropy", "percentile", "minmax")
+TARGETS = ("tensorrt", "ort-cpu")
 DEFAULT_NUM_IMAGES = 16
 CACHE_FORMAT = "ccnet-calibration-cache"
 CACHE_VERSION = 1
@@ -79,20 +80,13 @@ def load_onnx(path: str) -> onnx.ModelProto:
 
 
 def read_meta(model: onnx.ModelProto, path: str = "model") -> ModelMeta:
-    """The ModelMeta that ccnet-export wrote into ``metadata_props['ccnet_deploy']``."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelMeta.from_json(prop.value)
-    raise CCNetError(f"{path} has no '{METADATA_KEY}' metadata, so its pre-processing is unknown: "
-                     "export the model with ccnet-export (or export.to_onnx.export_onnx)")
+    """The ModelMeta that ccnet-export wrote into the ONNX metadata (one-line error if absent)."""
+    from export.metadata import read_metadata
 
-
-def write_meta(model: onnx.ModelProto, meta: ModelMeta) -> None:
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            prop.value = meta.to_json()
-            return
-    model.metadata_props.add(key=METADATA_KEY, value=meta.to_json())
+    try:
+        return read_metadata(model)
+    except CCNetError as e:
+        raise CCNetError(f"{path}: {e} (calibration needs the model's pre-processing)") from None
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -310,6 +304,35 @@ def _conv_float_input(conv: onnx.NodeProto, producer: dict) -> str:
     return conv.input[0]
 
 
+def float_cca_inputs_from_qdq(model: onnx.ModelProto) -> int:
+    """Read the CCA node inputs from the float tensors in front of their Q/DQ pairs, then drop
+    the Q/DQ nodes nothing reads any more.  Returns the number of inputs rewired."""
+    from export.graph import cca_nodes
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    rewired = 0
+    for node in cca_nodes(model):
+        for i, tensor in enumerate(node.input):
+            dq = producer.get(tensor)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+                rewired += 1
+    while True:  # drop dead Q/DQ nodes (their only reader was the CCA node)
+        used = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {t for n in model.graph.node for t in n.input}
+    unused = [i for i in model.graph.initializer if i.name not in used]
+    for init in unused:  # their scales and zero points
+        model.graph.initializer.remove(init)
+    return rewired
+
+
 def _cca_input_dq(model: onnx.ModelProto) -> List[str]:
     """CCA node inputs that come out of a DequantizeLinear (must be none)."""
     from export.graph import cca_nodes
@@ -347,7 +370,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
              method: Optional[str] = None, num_images: int = DEFAULT_NUM_IMAGES,
              cache: Optional[str] = None, function: bool = True, progress: bool = True,
-             residual_qdq: bool = True) -> Dict[str, object]:
+             residual_qdq: bool = True, target: str = "tensorrt") -> Dict[str, object]:
     """Quantize an exported FP32 CCNet ONNX to explicit Q/DQ INT8.
 
     Args:
@@ -360,6 +383,11 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
             against the model's sha256) when ``images_dir`` is None.
         function: keep the CCA node's model-local function (ONNX Runtime can run the file);
             False writes the plugin-only form (TensorRT with the plugin only).
+        target: ``tensorrt`` (default): symmetric int8, Q/DQ in front of Convs only (the
+            placement TensorRT fuses, see the module docstring).  ``ort-cpu``: ONNX Runtime's CPU
+            recommendation (uint8 asymmetric activations, int8 per-channel weights, Conv outputs
+            quantized so ORT runs QLinearConv/QLinearAdd; the CCA inputs are still read in
+            float).  The calibrated ranges (and the cache) are the same for both.
         residual_qdq: give projection shortcuts of residual Adds a Q/DQ too (TensorRT fusion;
             see ``quantize_residual_shortcuts``).
 
@@ -367,11 +395,14 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data, save_tensors_data
-    from export.graph import attach_cca_function, cca_functions, cca_nodes
+    from export.graph import attach_cca_function, cca_functions, cca_nodes, ensure_domain
+    from export.metadata import set_metadata
 
     start = time.time()
     if method is not None and method not in METHODS:
         raise CCNetError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise CCNetError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
     if images_dir is None and cache is None:
         raise CCNetError("no calibration data: pass --images DIR (and --cache FILE to save the "
                          "ranges), or --cache FILE of an earlier calibration of this model")
@@ -403,11 +434,16 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
     # Calibration runs the model in ONNX Runtime: the CCA node needs its function for that.
     if cca_nodes(model) and not cca_functions(model):
         attach_cca_function(model)
-    extra_options = {
-        "ActivationSymmetric": True, "WeightSymmetric": True,
-        # Q/DQ in front of Convs only: keeps the CCA inputs (Conv outputs) in float.
-        "OpTypesToExcludeOutputQuantization": ["Conv"],
-    }
+    if target == "tensorrt":
+        activation_type = QuantType.QInt8
+        extra_options = {
+            "ActivationSymmetric": True, "WeightSymmetric": True,
+            # Q/DQ in front of Convs only: keeps the CCA inputs (Conv outputs) in float.
+            "OpTypesToExcludeOutputQuantization": ["Conv"],
+        }
+    else:  # ORT CPU fuses DQ→Conv→Q into QLinearConv only with the output Q present
+        activation_type = QuantType.QUInt8
+        extra_options = {"ActivationSymmetric": False, "WeightSymmetric": True}
     root_logger, level = logging.getLogger(), logging.getLogger().level
     root_logger.setLevel(logging.ERROR)  # ORT's "consider pre-processing" chatter
     with _restore_level(root_logger, level), tempfile.TemporaryDirectory(prefix="ccnet_calib_") as tmp:
@@ -425,7 +461,7 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
             quantize_static(
                 prepared, quantized_path, calibration_data_reader=reader,
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
-                reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                reduce_range=False, activation_type=activation_type, weight_type=QuantType.QInt8,
                 calibrate_method=_ort_method(method), extra_options=extra_options,
                 calibration_cache_path=ort_cache)
         except CCNetError:
@@ -437,23 +473,30 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         ranges = load_tensors_data(ort_cache)
         qmodel = onnx.load(quantized_path)
 
-    identity_adds, projection_adds = quantize_residual_shortcuts(qmodel, ranges) \
-        if residual_qdq else (0, 0)
-    float_cca_inputs = _cca_input_dq(qmodel)
-    if float_cca_inputs:  # our placement promise; would mean ORT changed behaviour
-        raise RuntimeError(f"CCA inputs {float_cca_inputs} were quantized")
+    if target == "tensorrt":
+        identity_adds, projection_adds = quantize_residual_shortcuts(qmodel, ranges) \
+            if residual_qdq else (0, 0)
+    else:
+        identity_adds = projection_adds = 0
+        float_cca_inputs_from_qdq(qmodel)
+    quantized_cca_inputs = _cca_input_dq(qmodel)
+    if quantized_cca_inputs:  # our placement promise; would mean ORT changed behaviour
+        raise RuntimeError(f"CCA inputs {quantized_cca_inputs} were quantized")
     if not function:
         keep = [f for f in qmodel.functions if f not in cca_functions(qmodel)]
         del qmodel.functions[:]
         qmodel.functions.extend(keep)
+        ensure_domain(qmodel)  # the plugin form still declares the custom domain
     elif cca_nodes(qmodel) and not cca_functions(qmodel):
         attach_cca_function(qmodel)
     extra = dict(meta.extra, precision="int8", function=bool(function),
                  calibration={"method": method, "num_images": used, "model_sha256": model_sha256,
-                              "activations": "int8 symmetric per-tensor",
+                              "target": target,
+                              "activations": "int8 symmetric per-tensor" if target == "tensorrt"
+                              else "uint8 asymmetric per-tensor",
                               "weights": "int8 symmetric per-channel",
                               "quantized_ops": ["Conv"], "residual_qdq": bool(residual_qdq)})
-    write_meta(qmodel, meta.replace(extra=extra))
+    set_metadata(qmodel, meta.replace(extra=extra))
     if cache is not None and cached is None:
         save_cache(cache, ranges, model_sha256, method, used)
     _write_atomic(out_path, qmodel.SerializeToString())
@@ -462,7 +505,7 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         "from_cache": cached is not None, "cache": cache, "model_sha256": model_sha256,
         "quantized_convs": sum(n.op_type == "Conv" for n in qmodel.graph.node),
         "residual_adds": identity_adds + projection_adds, "projection_shortcuts": projection_adds, "calibrated_tensors": len(ranges.data),
-        "function": bool(function), "seconds": round(time.time() - start, 2),
+        "function": bool(function), "target": target, "seconds": round(time.time() - start, 2),
     }
 
 
@@ -480,6 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"calibrate on the first N readable images (default {DEFAULT_NUM_IMAGES})")
     p.add_argument("--cache", help="calibration cache JSON: written with --images, reused "
                                    "without --images (must be made for this exact ONNX file)")
+    p.add_argument("--target", choices=TARGETS, default="tensorrt",
+                   help="Q/DQ placement: tensorrt (default; symmetric int8, Q/DQ in front of Convs, "
+                        "what TensorRT fuses) or ort-cpu (uint8 activations, Conv outputs "
+                        "quantized: what ONNX Runtime CPU runs fast)")
     p.add_argument("--no-function", action="store_true",
                    help="write the plugin-only form (no CCA function: TensorRT + plugin only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -492,11 +539,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     report = quantize(args.onnx, args.out, images_dir=args.images, method=args.method,
                       num_images=args.num_images, cache=args.cache,
-                      function=not args.no_function, progress=not args.no_progress)
+                      function=not args.no_function, progress=not args.no_progress,
+                      target=args.target)
     source = f"cache {args.cache}" if report["from_cache"] else f"{report['num_images']} image(s)"
     print(f"wrote {report['out']}: {report['quantized_convs']} Conv(s) INT8, "
           f"{report['residual_adds']} residual Add shortcut(s) through Q/DQ, {report['method']} ranges "
-          f"from {source}, {'with' if report['function'] else 'without'} CCA function "
+          f"from {source}, {report['target']} placement, {'with' if report['function'] else 'without'} CCA function "
           f"({report['seconds']} s)")
     if args.cache and not report["from_cache"]:
         print(f"wrote calibration cache {args.cache}")

@@ -10,7 +10,6 @@ import dataclasses
 import os
 import re
 import tempfile
-import zipfile
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlparse
@@ -60,17 +59,26 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
         raise CCNetError(f"checkpoint not found: {path} (give a file, URL or zoo name)")
     if os.path.isdir(path):
         raise CCNetError(f"{path} is a folder; give the checkpoint (.pth) file")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a zip archive ("PK") or, in the legacy format, a pickle (0x80 protocol).
+    if not (head == b"PK" or head[:1] == b"\x80"):
+        raise CCNetError(f"{path} is not a PyTorch checkpoint (expected a .pth file written by "
+                         "torch.save, e.g. an mmseg checkpoint)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise CCNetError(f"{path} is truncated or corrupt ({e}): download it again") from e
-    except Exception as e:  # torch raises a variety of types for non-checkpoints
+    except Exception as e:  # torch raises a variety of types for damaged files
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in text or "Unsupported global" in text:
-            raise CCNetError(f"{path} contains objects a safe load refuses ({text[:120]}); "
-                             "re-save it as {'state_dict': ..., 'meta': ...} of plain "
-                             "types") from e
-        raise CCNetError(f"{path} is not a PyTorch checkpoint ({text[:160]})") from e
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # torch's message has terminal bold codes
+        glob_name = re.search(r"Unsupported global: (GLOBAL )?(\S+)", str(e))
+        # torch's own rebuild functions are allowed: refusing one means the pickle is cut short.
+        if glob_name and not glob_name.group(2).startswith("torch."):
+            what = glob_name.group(2)
+            raise CCNetError(f"{path} contains objects a safe load refuses ({what}); re-save it "
+                             "as {'state_dict': ..., 'meta': ...} of plain types") from e
+        # The header is a torch file's, so a failing load means a damaged/incomplete file.
+        raise CCNetError(f"{path} is truncated or corrupt ({text[:100]}): download or save it "
+                         "again") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         state, meta = obj["state_dict"], obj.get("meta") or {}
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

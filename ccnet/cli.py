@@ -182,7 +182,10 @@ def predict_main(argv=None) -> int:
         raise CCNetError(f"--save-logits needs a .npy file name, got {args.save_logits}")
     from .processing import load_image
 
-    load_image(args.image)  # fail on a bad image before the (slow) model load
+    load_image(args.image)  # fail on bad input before the (slow) model load
+    for path in (args.out, args.save_logits):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise CCNetError(f"cannot write {path}: folder {os.path.dirname(path)} does not exist")
     model = _load(args.ckpt, args.config, args.device)
     prediction = predict_to_files(model, args.image, args.out, overlay=args.overlay,
                                   logits_path=args.save_logits, tta=args.tta)
@@ -222,6 +225,9 @@ def eval_main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         raise CCNetError("--max-images must be >= 1")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise CCNetError(f"cannot write {args.json}: folder {os.path.dirname(args.json)} "
+                         "does not exist")
 
     dataset = open_dataset(args.data, args.dataset, args.split).head(args.max_images)
     model = _load(args.ckpt, args.config, args.device)

@@ -100,7 +100,8 @@ def format_table(result: Dict[str, object], class_names: Optional[Sequence[str]]
     if len(names) != len(iou):
         raise CCNetError(f"{len(names)} class names for {len(iou)} classes")
     width = max([len("Class")] + [len(n) for n in names])
-    lines = [f"{'Class':<{width}} | {'IoU':>6} | {'Acc':>6}", f"{'-' * width}-+-{'-' * 6}-+-{'-' * 6}"]
+    lines = [f"{'Class':<{width}} | {'IoU':>6} | {'Acc':>6}",
+             f"{'-' * width}-+-{'-' * 6}-+-{'-' * 6}"]
     lines += [f"{n:<{width}} | {_pct(i):>6} | {_pct(a):>6}" for n, i, a in zip(names, iou, acc)]
     lines.append(summary_line(result))
     return "\n".join(lines)

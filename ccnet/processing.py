@@ -123,16 +123,21 @@ def network_logits(batch: np.ndarray, meta: ModelMeta, infer: InferFn) -> np.nda
 
 # ----------------------------------------------------------------------------- postprocessing
 def _interp_axis(in_size: int, out_size: int, align_corners: bool):
-    """Source indices and weights of torch's bilinear interpolation along one axis."""
-    dst = np.arange(out_size, dtype=np.float64)
+    """Source indices and weights of torch's bilinear interpolation along one axis.
+
+    Coordinates are computed in float32 as torch's CPU kernel does, so results match
+    F.interpolate to float32 rounding rather than to the float64 ideal.
+    """
+    dst = np.arange(out_size, dtype=np.float32)
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        scale = np.float32((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
         src = dst * scale
     else:
-        src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+        scale = np.float32(in_size / out_size)
+        src = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0.0))
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    lam = (src - i0).astype(np.float32)
+    lam = src - i0.astype(np.float32)
     return i0, i1, lam
 
 
@@ -140,12 +145,14 @@ def resize_logits(logits: np.ndarray, size: Tuple[int, int], align_corners: bool
     """Bilinear resize of ...×h×w float maps to ``size`` = (H, W), as F.interpolate does."""
     h_out, w_out = size
     h_in, w_in = logits.shape[-2:]
+    logits = logits.astype(np.float32, copy=False)
     if (h_in, w_in) == (h_out, w_out):
-        return logits.astype(np.float32, copy=False)
+        return logits
     y0, y1, ly = _interp_axis(h_in, h_out, align_corners)
     x0, x1, lx = _interp_axis(w_in, w_out, align_corners)
-    rows = logits[..., y0, :] * (1 - ly)[:, None] + logits[..., y1, :] * ly[:, None]
-    return (rows[..., x0] * (1 - lx) + rows[..., x1] * lx).astype(np.float32, copy=False)
+    cols = logits[..., x0] * (1 - lx) + logits[..., x1] * lx
+    ly = ly[:, None]
+    return cols[..., y0, :] * (1 - ly) + cols[..., y1, :] * ly
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:

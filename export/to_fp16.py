@@ -12,6 +12,7 @@ import argparse
 import copy
 import os
 import sys
+import warnings
 from typing import Iterable, List, Optional
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -78,10 +79,12 @@ def convert_model(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = (),
                 f"{', '.join(hot[:6])}{' ...' if len(hot) > 6 else ''}")
         blocked.update(hot)
     had_function = bool(cca_functions(model))
-    converted = float16.convert_float_to_float16(
-        copy.deepcopy(model), keep_io_types=True,
-        op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + FP32_OPS,
-        node_block_list=sorted(blocked))
+    with warnings.catch_warnings():  # one warning per tiny weight clipped to 1e-7: noise
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            copy.deepcopy(model), keep_io_types=True,
+            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + FP32_OPS,
+            node_block_list=sorted(blocked))
     # The converter ignores model-local functions; ours is dtype-generic (CastLike) with the
     # energies and softmax in float32, so put a fresh copy back.
     if had_function:

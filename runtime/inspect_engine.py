@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from ccnet.errors import CCNetError, cli_main
+from ccnet.errors import cli_main
 
 from .engine_info import format_shape
 
@@ -108,4 +108,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["inspect_engine", "summarize_layers", "main", "CCNetError"]

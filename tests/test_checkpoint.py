@@ -134,18 +134,49 @@ def test_missing_file(tmp_path):
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.pth"
     path.write_text("this is not a checkpoint\n")
-    with pytest.raises(CCNetError, match="not a PyTorch checkpoint|truncated or corrupt") as e:
+    with pytest.raises(CCNetError, match="is not a PyTorch checkpoint") as e:
         load_model(str(path))
     assert "\n" not in str(e.value)
+    path.write_text("not a checkpoint")  # starts like a pickle opcode; still not a checkpoint
+    with pytest.raises(CCNetError, match="is not a PyTorch checkpoint"):
+        load_model(str(path))
 
 
 def test_truncated_checkpoint(tmp_path, tiny_ckpt):
     data = open(tiny_ckpt, "rb").read()
     path = tmp_path / "half.pth"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CCNetError, match="truncated or corrupt|not a PyTorch checkpoint") as e:
+    with pytest.raises(CCNetError, match="is truncated or corrupt") as e:
         load_model(str(path))
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+    # the legacy (non-zip) torch format, as 2020-era files may be, cut short as well
+    legacy = tmp_path / "legacy.pth"
+    torch.save(torch.load(tiny_ckpt, weights_only=True), legacy,
+               _use_new_zipfile_serialization=False)
+    data = legacy.read_bytes()
+    legacy.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CCNetError, match="is truncated or corrupt") as e:
+        load_model(str(legacy))
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+
+
+def test_legacy_format_loads(tmp_path, tiny_ckpt):
+    """Files written by torch < 1.6 (no zip container) load with weights_only=True."""
+    legacy = tmp_path / "legacy.pth"
+    torch.save(torch.load(tiny_ckpt, weights_only=True), legacy,
+               _use_new_zipfile_serialization=False)
+    assert_same_state(load_model(str(legacy)), load_model(tiny_ckpt))
+
+
+def test_unsafe_objects_refused(tmp_path, tiny_ckpt):
+    import numpy as np
+
+    raw = torch.load(tiny_ckpt, weights_only=True)
+    raw["meta"]["seed"] = np.int64(3)
+    path = tmp_path / "numpy_meta.pth"
+    torch.save(raw, path)
+    with pytest.raises(CCNetError, match="safe load refuses"):
+        load_model(str(path))
 
 
 def test_not_a_ccnet_state_dict(tmp_path):

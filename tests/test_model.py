@@ -41,9 +41,9 @@ def test_state_dict_matches_mmseg(path):
 def test_dilations_and_strides_r50():
     backbone = build_model("ccnet_r50-d8_4xb2-40k_cityscapes-512x1024").backbone
     # contract_dilation: block 0 of a dilated stage uses half the dilation (spec §2.2).
-    assert backbone.layer3[0].conv2.dilation == (1, 1) and backbone.layer3[0].conv2.padding == (1, 1)
-    assert backbone.layer3[1].conv2.dilation == (2, 2) and backbone.layer3[1].conv2.padding == (2, 2)
-    assert backbone.layer4[0].conv2.dilation == (2, 2) and backbone.layer4[0].conv2.padding == (2, 2)
+    for block, dilation in [(backbone.layer3[0], 1), (backbone.layer3[1], 2),
+                            (backbone.layer4[0], 2), (backbone.layer4[1], 4)]:
+        assert block.conv2.dilation == block.conv2.padding == (dilation, dilation)
     assert backbone.layer4[2].conv2.dilation == (4, 4)
     assert backbone.layer2[0].conv2.stride == (2, 2) and backbone.layer2[0].conv1.stride == (1, 1)
     assert backbone.layer2[0].downsample[0].stride == (2, 2)
@@ -73,10 +73,9 @@ def test_forward_shapes(tiny_config, h, w):
 
 def test_forward_equals_manual_encode_decode(tiny_config):
     """forward = decode head on layer4 (CCA applied `recurrence` times) → bilinear resize."""
-    import sys
-
-    sys.path.insert(0, os.path.dirname(__file__))
     from conftest import randomize_model
+
+    from ccnet.ops import criss_cross_reference
 
     cfg = custom_config("r18-rec3", depth=18, num_classes=5, channels=32, aux_channels=None,
                         recurrence=3, align_corners=True)
@@ -90,7 +89,6 @@ def test_forward_equals_manual_encode_decode(tiny_config):
         for _ in range(3):
             cca = head.cca
             q, k, v = cca.query_conv(out), cca.key_conv(out), cca.value_conv(out)
-            from ccnet.ops import criss_cross_reference
             out = cca.gamma.scale * criss_cross_reference(q, k, v) + out
         out = head.convs[1](out)
         out = head.conv_seg(head.conv_cat(torch.cat([feat, out], 1)))

@@ -1,0 +1,187 @@
+"""runtime/video.py: pipelined VideoSegmenter and ccnet-video on short videos written here from
+the real photos (ONNX Runtime CPU, tiny model, small test scale to stay fast)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from ccnet.errors import CCNetError
+
+from test_runtime import export_tiny_onnx
+
+W, H = 128, 96
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_ckpt):
+    return export_tiny_onnx(tmp_path_factory, tiny_ckpt)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_onnx):
+    from runtime import OrtRunner, Segmenter
+
+    # The model's own metadata with a small test scale: same processing, faster frames.
+    meta = OrtRunner(tiny_onnx).meta.replace(test_scale=(W, H))
+    return Segmenter(tiny_onnx, meta=meta)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, photos):
+    """A 20-frame mp4v clip cycling through the real photos at 128x96, and its decoded frames."""
+    from ccnet.processing import load_image
+
+    path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
+    images = [cv2.resize(load_image(p), (W, H), interpolation=cv2.INTER_AREA) for p in photos]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
+    assert writer.isOpened()
+    for i in range(20):
+        writer.write(images[i % len(images)])
+    writer.release()
+    cap = cv2.VideoCapture(path)
+    decoded = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    cap.release()
+    assert len(decoded) == 20
+    return path, decoded
+
+
+def _read_all(path):
+    cap = cv2.VideoCapture(path)
+    assert cap.isOpened(), f"cannot reopen {path}"
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_video_labels_equal_per_frame_segmenter(segmenter, clip):
+    from runtime import VideoSegmenter
+
+    path, decoded = clip
+    video = VideoSegmenter(segmenter, queue_size=2)
+    results = list(video.run(path))
+    assert [r.index for r in results] == list(range(20))
+    assert video.fps == pytest.approx(10.0)
+    for r, frame in zip(results, decoded):
+        np.testing.assert_array_equal(r.labels, segmenter.segment(frame))
+        assert r.overlay.shape == frame.shape and r.overlay.dtype == np.uint8
+        assert {"decode", "preprocess", "infer", "postprocess", "latency"} <= set(r.timing)
+    assert len(list(VideoSegmenter(segmenter).run(path, max_frames=5))) == 5
+
+
+def test_ccnet_video_cli_writes_video_and_label_pngs(tiny_onnx, segmenter, clip, tmp_path,
+                                                     capsys, monkeypatch):
+    import runtime.segmenter
+    from runtime import video as video_mod
+
+    path, decoded = clip
+    # The CLI builds its own Segmenter; give it the same small-scale metadata as the fixture.
+    real = runtime.segmenter.Segmenter
+    monkeypatch.setattr(runtime.segmenter, "Segmenter",
+                        lambda model, **kw: real(model, meta=segmenter.meta, **kw))
+    out, labels_dir = str(tmp_path / "out.mp4"), str(tmp_path / "labels")
+    rc = video_mod.main(["--model", tiny_onnx, "--input", path, "--output", out,
+                         "--labels-dir", labels_dir, "--show-fps", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "20 frames (0 skipped)" in printed and "FPS on onnxruntime" in printed
+    frames = _read_all(out)
+    assert len(frames) == 20 and frames[0].shape == (H, W, 3)
+    names = sorted(os.listdir(labels_dir))
+    assert names == [f"{i:06d}.png" for i in range(20)]
+    for i in (0, 7, 19):
+        png = cv2.imread(os.path.join(labels_dir, names[i]), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(png, segmenter.segment(decoded[i]).astype(np.uint8))
+    assert not [f for f in os.listdir(tmp_path) if "partial" in f]
+
+
+def test_memory_stays_bounded_over_300_frames(segmenter, photos):
+    """The source is consumed only as fast as results are taken: frames alive (produced by the
+    source, not yet handed out) never exceed the pipeline bound, measured from outside."""
+    from ccnet.processing import load_image
+    from runtime import VideoSegmenter
+
+    small = cv2.resize(load_image(photos[0]), (64, 48), interpolation=cv2.INTER_AREA)
+    meta = segmenter.meta.replace(test_scale=(64, 48))
+    from runtime import Segmenter
+
+    seg = Segmenter(segmenter.model, meta=meta)
+    produced = [0]
+
+    def source():
+        for i in range(300):
+            produced[0] += 1
+            yield np.roll(small, i, axis=1)
+
+    video = VideoSegmenter(seg, queue_size=2)
+    bound = video.max_frames_in_flight + 1  # +1: the frame the reader is decoding
+    peak = 0
+    count = 0
+    for count, result in enumerate(video.run(source()), start=1):
+        peak = max(peak, produced[0] - count)
+        time.sleep(0.002)  # a slow consumer: an unbounded pipeline would run far ahead
+    assert count == 300 and video.frames_done == 300
+    assert peak <= bound, f"{peak} frames alive, bound {bound}"
+    assert video.peak_in_flight <= video.max_frames_in_flight
+
+
+def test_corrupt_frames_are_skipped_with_warning(segmenter, clip):
+    from runtime import VideoSegmenter
+
+    _, decoded = clip
+    good = decoded[0]
+    frames = [good, None, np.zeros((10, 10), np.uint8), good.astype(np.float32), decoded[1]]
+    video = VideoSegmenter(segmenter)
+    with pytest.warns(RuntimeWarning, match="skipping frame"):
+        results = list(video.run(frames))
+    assert [r.index for r in results] == [0, 4]
+    assert video.frames_skipped == 3
+    np.testing.assert_array_equal(results[1].labels, segmenter.segment(decoded[1]))
+
+
+def test_early_stop_ends_worker_threads(segmenter, clip):
+    from runtime import VideoSegmenter
+
+    path, _ = clip
+    gen = VideoSegmenter(segmenter, queue_size=1).run(path)
+    for _ in range(3):
+        next(gen)
+    gen.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(t.name.startswith("ccnet-video")
+                                         for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("ccnet-video")]
+
+
+def test_video_that_cannot_be_opened(segmenter, tmp_path, tiny_onnx, capsys):
+    from runtime import VideoSegmenter
+    from runtime import video as video_mod
+
+    with pytest.raises(CCNetError, match="video not found"):
+        next(VideoSegmenter(segmenter).run(str(tmp_path / "missing.mp4")))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(CCNetError, match="cannot open video"):
+        next(VideoSegmenter(segmenter).run(str(junk)))
+    out = tmp_path / "out.mp4"
+    rc = video_mod.main(["--model", tiny_onnx, "--input", str(junk), "--output", str(out),
+                         "--no-progress"])
+    assert rc == 2 and "cannot open video" in capsys.readouterr().err
+    assert not out.exists() and not [f for f in os.listdir(tmp_path) if "partial" in f]
+    assert video_mod.main(["--model", tiny_onnx, "--input", str(junk)]) == 2
+    assert "nothing to write" in capsys.readouterr().err
