@@ -151,9 +151,30 @@ def _load(ckpt: str, config: Optional[str], device: str):
 
 
 # ----------------------------------------------------------------------------- CLIs
+DEPLOYED_MODEL_EXTS = (".onnx", ".engine", ".plan", ".trt")
+
+
+def _predictor(ckpt: str, config: Optional[str], device: str):
+    """(predict(image, tta) -> Prediction, ModelMeta): PyTorch for checkpoints and zoo names,
+    the runtime's Segmenter (ONNX Runtime / TensorRT) for exported .onnx and .engine files."""
+    if ckpt.lower().endswith(DEPLOYED_MODEL_EXTS):
+        if config:
+            raise CCNetError("--config applies to checkpoints only: an exported model carries "
+                             "its metadata")
+        from runtime import Segmenter
+
+        segmenter = Segmenter(ckpt)
+        return segmenter.predict, segmenter.meta
+    model = _load(ckpt, config, device)
+    from .inference import predict
+
+    return (lambda image, tta=False: predict(model, image, tta=tta)), model.meta
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True,
-                        help="zoo name (1.x or 0.x), built-in name, URL or checkpoint file")
+                        help="zoo name (1.x or 0.x), built-in name, URL or checkpoint file; "
+                             "ccnet-eval also takes an exported .onnx or .engine file")
     parser.add_argument("--config", default=None,
                         help="zoo name whose architecture to use (default: the zoo row of --ckpt, "
                              "or inferred from the checkpoint's tensors)")
@@ -230,17 +251,16 @@ def eval_main(argv=None) -> int:
                          "does not exist")
 
     dataset = open_dataset(args.data, args.dataset, args.split).head(args.max_images)
-    model = _load(args.ckpt, args.config, args.device)
-    check_model_fits_dataset(model.meta.num_classes, args.dataset)
-    from .inference import predict
+    predict_fn, meta = _predictor(args.ckpt, args.config, args.device)
+    check_model_fits_dataset(meta.num_classes, args.dataset)
 
-    result = evaluate(lambda image: predict(model, image, tta=args.tta), dataset,
-                      model.meta.num_classes, model.meta.classes,
-                      progress=not args.no_progress, ignore_index=model.meta.ignore_index)
-    print(format_table(result, model.meta.classes))
+    result = evaluate(lambda image: predict_fn(image, tta=args.tta), dataset,
+                      meta.num_classes, meta.classes,
+                      progress=not args.no_progress, ignore_index=meta.ignore_index)
+    print(format_table(result, meta.classes))
     if args.json:
-        report = result_to_json(result, model.meta.classes)
-        report.update(model=model.meta.name, dataset=args.dataset, data=os.path.abspath(args.data),
+        report = result_to_json(result, meta.classes)
+        report.update(model=meta.name, dataset=args.dataset, data=os.path.abspath(args.data),
                       tta=args.tta)
         text = json.dumps(report, indent=2)
         write_outputs([(args.json, _textsave(text))])

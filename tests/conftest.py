@@ -89,3 +89,21 @@ def r50_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "r50_cityscapes.pth"
     make_checkpoint(path, get_config("ccnet_r50-d8_4xb2-80k_cityscapes-512x1024"), seed=2)
     return str(path)
+
+
+def export_tiny_onnx(tmp_path_factory, ckpt: str, name: str = "tiny.onnx", **kwargs) -> str:
+    """Export the tiny checkpoint once per session (cached by path under pytest's base temp)."""
+    from export.to_onnx import export_onnx
+
+    folder = tmp_path_factory.getbasetemp() / "runtime_onnx"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        export_onnx(ckpt, str(path), verify=False, log=lambda *a: None, **kwargs)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_ckpt):
+    """The tiny checkpoint exported to ONNX (function form), once per session."""
+    return export_tiny_onnx(tmp_path_factory, tiny_ckpt)

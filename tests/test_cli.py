@@ -207,3 +207,17 @@ def test_subprocess_exit_code(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: cannot read image {bad}: not an image "
                                                 "file or corrupt"]
     assert not out.exists()
+
+
+def test_eval_accepts_exported_onnx(tmp_path, tiny_ckpt, tiny_onnx, capsys):
+    """ccnet-eval runs an exported .onnx through the runtime's Segmenter (ONNX Runtime) and
+    gets the PyTorch checkpoint's metrics on the same images."""
+    reports = {}
+    for name, model in (("torch", tiny_ckpt), ("onnx", tiny_onnx)):
+        reports[name] = tmp_path / f"{name}.json"
+        assert eval_main(["--ckpt", model, "--data", VOC_DIR, "--dataset", "voc",
+                          "--max-images", "2", "--no-progress",
+                          "--json", str(reports[name])]) == 0
+    torch_report, onnx_report = (json.loads(reports[n].read_text()) for n in ("torch", "onnx"))
+    assert onnx_report["num_images"] == 2
+    assert onnx_report["aacc"] == pytest.approx(torch_report["aacc"], abs=1e-3)

@@ -101,6 +101,12 @@ def test_parity_bad_input(tiny_ckpt, tiny_files, tmp_path, capsys):
     rc = parity.main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc",
                       "--no-progress"])
     assert rc == 2 and "nothing to compare" in capsys.readouterr().err
+    engine = tmp_path / "model.engine"  # no TensorRT here: the runner must say so in one line
+    engine.write_bytes(b"not an engine")
+    rc = parity.main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc",
+                      "--engine", str(engine), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
 
 
 # ----------------------------------------------------------------------------- trained model

@@ -16,23 +16,6 @@ from runtime.engine_info import (EngineInfo, check_tensorrt_version, find_profil
                                  read_engine_info, side_file_path, write_engine_info)
 
 
-def export_tiny_onnx(tmp_path_factory, ckpt: str, name: str = "tiny.onnx", **kwargs) -> str:
-    """Export the tiny checkpoint once per session (cached by path under pytest's base temp)."""
-    from export.to_onnx import export_onnx
-
-    folder = tmp_path_factory.getbasetemp() / "runtime_onnx"
-    folder.mkdir(exist_ok=True)
-    path = folder / name
-    if not path.exists():
-        export_onnx(ckpt, str(path), verify=False, log=lambda *a: None, **kwargs)
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_ckpt):
-    return export_tiny_onnx(tmp_path_factory, tiny_ckpt)
-
-
 def _tensorrt_installed() -> bool:
     try:
         import tensorrt  # noqa: F401

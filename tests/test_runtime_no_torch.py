@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-from test_runtime import export_tiny_onnx
 
 import pytest
 
@@ -54,11 +53,6 @@ loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
 assert not loaded, loaded
 print("OK", labels.shape, seg.backend)
 """
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_ckpt):
-    return export_tiny_onnx(tmp_path_factory, tiny_ckpt)
 
 
 def test_runtime_runs_without_torch(tiny_onnx, photos):

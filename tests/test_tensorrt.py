@@ -11,7 +11,7 @@ import pytest
 
 from ccnet.errors import CCNetError
 
-from test_runtime import export_tiny_onnx
+from conftest import export_tiny_onnx
 
 pytestmark = pytest.mark.tensorrt
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt, "
@@ -29,11 +29,6 @@ def plugin_library():
         return plugins.library_path()
     except Exception as e:
         pytest.skip(f"plugin library not built ({e})")
-
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, tiny_ckpt):
-    return export_tiny_onnx(tmp_path_factory, tiny_ckpt)
 
 
 @pytest.fixture(scope="module")

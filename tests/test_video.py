@@ -12,14 +12,8 @@ import pytest
 
 from ccnet.errors import CCNetError
 
-from test_runtime import export_tiny_onnx
 
 W, H = 128, 96
-
-
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_ckpt):
-    return export_tiny_onnx(tmp_path_factory, tiny_ckpt)
 
 
 @pytest.fixture(scope="module")
