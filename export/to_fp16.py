@@ -90,8 +90,6 @@ def convert_model(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = (),
     # energies and softmax in float32, so put a fresh copy back.
     if had_function:
         attach_cca_function(converted)
-    # Drop value_info the converter left behind: stale types would mislead later tools.
-    del converted.graph.value_info[:]
     return converted
 
 

@@ -19,15 +19,6 @@ calib_quantize = pytest.importorskip("calib.quantize")
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory, tiny_ckpt):
-    from export.to_onnx import export_onnx
-
-    out = tmp_path_factory.mktemp("calib") / "tiny.onnx"
-    export_onnx(tiny_ckpt, str(out), verify=False, log=lambda *a, **k: None)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
 def voc_images(shared_data):
     return os.path.join(VOC_DIR, "images")
 

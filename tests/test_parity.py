@@ -20,11 +20,11 @@ def _export(ckpt, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory, tiny_ckpt, shared_data):
+def tiny_files(tmp_path_factory, tiny_onnx, shared_data):
     from calib.quantize import quantize
 
     folder = tmp_path_factory.mktemp("parity")
-    fp32 = _export(tiny_ckpt, folder / "tiny.onnx")
+    fp32 = tiny_onnx
     int8 = str(folder / "tiny_int8.onnx")
     quantize(fp32, int8, images_dir=os.path.join(VOC_DIR, "images"), method="minmax",
              progress=False)
