@@ -114,6 +114,10 @@ def infer_config(state: Dict[str, torch.Tensor], meta: dict, name: str) -> Model
         raise CCNetError(f"backbone with blocks {blocks} ({'bottleneck' if bottleneck else 'basic'}"
                          ") is not a ResNet-18/34/50/101: pass --config")
     aux = state.get("auxiliary_head.convs.0.conv.weight")
+    widths = {}
+    if "backbone.stem.6.weight" in state and "backbone.layer1.0.conv1.weight" in state:
+        widths = dict(stem_channels=state["backbone.stem.6.weight"].shape[0],
+                      base_channels=state["backbone.layer1.0.conv1.weight"].shape[0])
     cfg_text = str(meta.get("config", ""))
     rec = re.search(r"recurrence\s*=\s*(\d+)", cfg_text)
     ac = re.search(r"align_corners\s*=\s*(True|False)", cfg_text)
@@ -123,7 +127,7 @@ def infer_config(state: Dict[str, torch.Tensor], meta: dict, name: str) -> Model
         aux_channels=aux.shape[0] if aux is not None else None,
         recurrence=int(rec.group(1)) if rec else 2,
         align_corners=ac is not None and ac.group(1) == "True",
-        classes=classes, palette=palette)
+        classes=classes, palette=palette, **widths)
 
 
 def _meta_classes(meta: dict, num_classes: int):
@@ -248,6 +252,7 @@ def config_from_meta(meta: dict) -> Optional[ModelConfig]:
 def _config_text(cfg: ModelConfig) -> str:
     """A minimal mmseg-style config text, enough for ``infer_config`` to read back."""
     return (f"model = dict(type='EncoderDecoder', backbone=dict(type='ResNetV1c', "
-            f"depth={cfg.depth}), decode_head=dict(type='CCHead', channels={cfg.channels}, "
+            f"depth={cfg.depth}, stem_channels={cfg.stem_channels}, "
+            f"base_channels={cfg.base_channels}), decode_head=dict(type='CCHead', channels={cfg.channels}, "
             f"recurrence={cfg.recurrence}, num_classes={cfg.num_classes}, "
             f"align_corners={cfg.align_corners}))")

@@ -83,17 +83,20 @@ class ResNetV1c(nn.Module):
     strides = (1, 2, 1, 1)
     dilations = (1, 1, 2, 4)
 
-    def __init__(self, depth: int = 50):
+    def __init__(self, depth: int = 50, stem_channels: int = 64, base_channels: int = 64):
         super().__init__()
         block, num_blocks = ARCH[depth]
+        half = stem_channels // 2
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False), _bn(32), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, padding=1, bias=False), _bn(32), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 3, padding=1, bias=False), _bn(64), nn.ReLU(inplace=True))
+            nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), _bn(half),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(half, half, 3, padding=1, bias=False), _bn(half), nn.ReLU(inplace=True),
+            nn.Conv2d(half, stem_channels, 3, padding=1, bias=False), _bn(stem_channels),
+            nn.ReLU(inplace=True))
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        inplanes = 64
+        inplanes = stem_channels
         for i, (n, stride, dilation) in enumerate(zip(num_blocks, self.strides, self.dilations)):
-            planes = 64 * 2 ** i
+            planes = base_channels * 2 ** i
             self.add_module(f"layer{i + 1}",
                             self._make_layer(block, inplanes, planes, n, stride, dilation))
             inplanes = planes * block.expansion
@@ -207,7 +210,7 @@ class CCNet(nn.Module):
         super().__init__()
         self.config = config
         self.meta = meta if meta is not None else config.meta()
-        self.backbone = ResNetV1c(config.depth)
+        self.backbone = ResNetV1c(config.depth, config.stem_channels, config.base_channels)
         self.decode_head = CCHead(config.in_channels, config.channels, config.num_classes,
                                   config.recurrence)
         if config.aux_channels:

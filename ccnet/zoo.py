@@ -39,6 +39,8 @@ class ModelConfig:
     channels: int = 512
     aux_channels: Optional[int] = 256
     recurrence: int = 2
+    base_channels: int = 64  # mmseg ResNet base_channels / stem_channels (zoo: 64)
+    stem_channels: int = 64
     dataset: str = "cityscapes"
     align_corners: bool = False
     test_scale: Tuple[int, int] = (2048, 1024)
@@ -54,13 +56,18 @@ class ModelConfig:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def expansion(self) -> int:
+        return 1 if self.depth in (18, 34) else 4
+
+    @property
     def in_channels(self) -> int:
         """Channels of the last backbone stage (decode head input)."""
-        return 512 if self.depth in (18, 34) else 2048
+        return self.base_channels * 8 * self.expansion
 
     @property
     def aux_in_channels(self) -> int:
-        return 256 if self.depth in (18, 34) else 1024
+        """Channels of the third backbone stage (auxiliary head input)."""
+        return self.base_channels * 4 * self.expansion
 
     def meta(self) -> ModelMeta:
         info = dataset_info().get(self.dataset)

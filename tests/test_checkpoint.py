@@ -221,3 +221,25 @@ def test_save_is_atomic(tmp_path, tiny_config):
         save_checkpoint(model, str(tmp_path / "missing" / "m.pth"))
     save_checkpoint(model, str(tmp_path / "m.pth"))
     assert os.listdir(tmp_path) == ["m.pth"]  # no temp file left behind
+
+
+def test_narrow_backbone_widths_round_trip_and_infer(tmp_path):
+    """mmseg's ResNet base_channels/stem_channels (e.g. 32 for a small model) are built,
+    saved and inferred back from the tensors of a bare state dict."""
+    import torch
+
+    from ccnet.checkpoint import build_model, infer_config, load_model, save_checkpoint
+    from ccnet.zoo import custom_config
+
+    cfg = custom_config("narrow", depth=18, num_classes=5, channels=48, aux_channels=24,
+                        base_channels=32, stem_channels=32)
+    model = build_model(cfg)
+    assert model.backbone.layer4[0].conv1.in_channels == 128
+    assert model.decode_head.convs[0].conv.in_channels == 256 == cfg.in_channels
+    inferred = infer_config(model.state_dict(), {}, "narrow")
+    assert (inferred.base_channels, inferred.stem_channels, inferred.channels) == (32, 32, 48)
+    path = tmp_path / "bare.pth"
+    torch.save(model.state_dict(), path)
+    assert load_model(str(path)).config.base_channels == 32
+    save_checkpoint(model, str(tmp_path / "full.pth"))
+    assert load_model(str(tmp_path / "full.pth")).config == cfg
