@@ -196,8 +196,11 @@ def save_cache(path: str, tensors_data, model_sha256: str, method: str, num_imag
     """
     tensors = {}
     for name, data in sorted(tensors_data.data.items()):
-        low, high = data.range_value
-        tensors[name] = [float(np.float32(low)), float(np.float32(high))]
+        # Percentile ranges come as 1-element arrays, the others as 0-d arrays.
+        low, high = (np.asarray(v, dtype=np.float32).reshape(-1) for v in data.range_value)
+        if low.size != 1 or high.size != 1:
+            raise RuntimeError(f"per-channel activation range for {name}: not supported")
+        tensors[name] = [float(low[0]), float(high[0])]
     cache = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model_sha256": model_sha256,
              "method": method, "num_images": num_images, "tensors": tensors}
     _write_atomic(path, json.dumps(cache, indent=1, sort_keys=True).encode())

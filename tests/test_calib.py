@@ -249,3 +249,15 @@ def test_calibration_batches_follow_inference_preprocessing(tiny_config, voc_ima
     assert all(w.shape[2:] == (128, 128) for w in windows)
     fixed, _ = calib_quantize.calibration_batches(voc_images, meta, 1, (2, 3, 64, 96))
     assert fixed[0].shape == (2, 3, 64, 96)
+
+
+def test_percentile_cache_round_trip(tiny_onnx, voc_images, tmp_path):
+    cache = str(tmp_path / "p.json")
+    first, second = str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx")
+    calib_quantize.quantize(tiny_onnx, first, images_dir=voc_images, num_images=1,
+                            method="percentile", cache=cache, progress=False)
+    calib_quantize.quantize(tiny_onnx, second, cache=cache, progress=False)
+    a = {i.name: numpy_helper.to_array(i) for i in onnx.load(first).graph.initializer}
+    b = {i.name: numpy_helper.to_array(i) for i in onnx.load(second).graph.initializer}
+    assert set(a) == set(b)
+    assert all(a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a)
