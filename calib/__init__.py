@@ -8,16 +8,12 @@
 """
 from __future__ import annotations
 
-_LAZY = {"quantize": "quantize", "load_cache": "quantize", "parity_report": "parity"}
+from ccnet.lazy import lazy_getattr
 
+# (``quantize`` is also a submodule name, so the function is not re-exported here.)
+_LAZY = {"load_cache": "quantize", "parity_report": "parity"}
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module 'calib' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

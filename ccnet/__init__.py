@@ -4,6 +4,7 @@ Torch-free submodules (``meta``, ``zoo``, ``processing``, ``metrics``, ``dataset
 the runtime on devices without PyTorch; the torch-based API below is imported lazily.
 """
 from .errors import CCNetError
+from .lazy import lazy_getattr
 from .meta import ModelMeta
 from .zoo import ModelConfig, custom_config, get_config, zoo_names
 
@@ -15,14 +16,7 @@ _LAZY = {
     "CCNet": "model",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module 'ccnet' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["CCNetError", "ModelMeta", "ModelConfig", "custom_config", "get_config", "zoo_names",

@@ -11,24 +11,18 @@ device that has ONNX Runtime or TensorRT but no PyTorch).
 """
 from __future__ import annotations
 
+from ccnet.lazy import lazy_getattr
+
 _LAZY = {
     "Segmenter": "segmenter", "open_runner": "segmenter",
     "OrtRunner": "runners", "TorchRunner": "runners",
     "TrtRunner": "trt_runner",
     "VideoSegmenter": "video", "FrameResult": "video",
     "build_engine": "trt_build",
-    "inspect_engine": "inspect_engine",
     "EngineInfo": "engine_info", "read_engine_info": "engine_info",
 }
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

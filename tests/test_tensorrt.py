@@ -42,7 +42,8 @@ def engine(tmp_path_factory, tiny_onnx, plugin_library):
 
 
 def test_side_file_and_inspector(engine):
-    from runtime import inspect_engine, read_engine_info
+    from runtime import read_engine_info
+    from runtime.inspect_engine import inspect_engine
 
     info = read_engine_info(engine)
     assert info.tensorrt_version == trt.__version__ and info.precision == "fp32"
