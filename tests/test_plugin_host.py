@@ -178,3 +178,25 @@ def test_plugins_package_imports_without_torch_or_tensorrt():
             "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules" % REPO)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_exported_node_attributes_are_the_creator_fields(built, tiny_onnx):
+    """Both sides of the op contract agree for real: every CrissCrossAttention node that
+    ccnet-export wrote carries exactly the creator's fields (names, string type, values), and
+    its domain is the plugin namespace the ONNX parser looks up."""
+    import onnx
+
+    from export import cca_nodes
+
+    described = json.loads(_driver(built, "describe").stdout)
+    creator_fields = {f["name"] for f in described["fields"]}
+    nodes = cca_nodes(onnx.load(tiny_onnx))
+    assert nodes
+    for node in nodes:
+        assert node.op_type == described["name"] and node.domain == described["namespace"]
+        assert {a.name for a in node.attribute} == creator_fields
+        for attr in node.attribute:
+            assert attr.type == onnx.AttributeProto.STRING
+        values = {a.name: a.s.decode() for a in node.attribute}
+        assert values == {"plugin_version": described["version"],
+                          "plugin_namespace": described["namespace"]}
