@@ -20,7 +20,8 @@ def tiny_scenes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_train_config():
     return custom_config("tiny-train", depth=18, num_classes=len(CLASSES), channels=16,
-                         aux_channels=8, dataset="synthetic", test_scale=(128, 64),
+                         aux_channels=8, base_channels=16, stem_channels=16,
+                         dataset="synthetic", test_scale=(128, 64),
                          classes=CLASSES, palette=PALETTE)
 
 
@@ -46,7 +47,8 @@ def test_training_smoke_loss_decreases_and_checkpoint_reloads(tmp_path, tiny_sce
     assert meta["dataset_meta"]["classes"] == tuple(CLASSES)
     assert meta["training"]["iters"] == 12
     model = load_model(out)
-    assert model.config.channels == 16 and model.config.test_scale == (128, 64)
+    assert model.config.channels == 16 and model.config.base_channels == 16
+    assert model.config.test_scale == (128, 64)
     trained = result["model"].state_dict()
     assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
 
