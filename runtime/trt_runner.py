@@ -7,7 +7,7 @@ cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``), or pycuda
 what is installed; pinned host buffers; async copies and ``execute_async_v3`` on one stream;
 optional CUDA graph replay when the input shape repeats (video at a fixed size).
 
-Never run here: this environment has no TensorRT (see docs/runtime.md).
+Never run here: this environment has no TensorRT (see the README).
 """
 from __future__ import annotations
 

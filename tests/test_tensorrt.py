@@ -1,7 +1,7 @@
 """Real TensorRT tests: build an engine from the exported ONNX with our plugin, run it through
 TrtRunner/Segmenter and compare with ONNX Runtime.  Marked ``tensorrt`` (deselected by default;
 run with ``pytest -m tensorrt``) and skipped when ``import tensorrt`` fails — which is the case on
-every machine this project has been developed on (docs/runtime.md)."""
+every machine this project has been developed on (README, "What was verified where")."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from conftest import export_tiny_onnx
 
 pytestmark = pytest.mark.tensorrt
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt, "
-                          "needs an NVIDIA GPU); see docs/runtime.md")
+                          "needs an NVIDIA GPU); see the README")
 
 SHAPES = dict(min_shapes="input:1x3x128x128", opt_shapes="input:1x3x256x352",
               max_shapes="input:1x3x512x512")
