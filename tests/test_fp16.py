@@ -125,3 +125,25 @@ def test_to_fp16_cli(tmp_path, tiny_ckpt, capsys):
     again = str(tmp_path / "again.onnx")
     assert fp16_main(["--onnx", out, "--out", again]) == 2
     assert "error:" in capsys.readouterr().err and not os.path.exists(again)
+
+
+def test_fp16_trained_model_agrees_on_real_photos(tmp_path, photos):
+    """The trained ccnet-demo model, FP16 file through the runtime vs PyTorch FP32, end to end
+    (mmseg processing, labels at the photos' original size)."""
+    from ccnet.demo import DEMO_CHECKPOINT
+    if not os.path.exists(DEMO_CHECKPOINT):
+        pytest.skip("ccnet-demo checkpoint missing")
+    from ccnet.inference import predict
+    from runtime import Segmenter
+
+    model = load_model("ccnet-demo")
+    path = str(tmp_path / "demo_fp16.onnx")
+    export_onnx(model, path, fp16=True, **QUIET)
+    segmenter = Segmenter(path)
+    agree = total = 0
+    for photo in photos:
+        image = load_image(photo)
+        expected = predict(model, image).labels
+        agree += int((segmenter.segment(image) == expected).sum())
+        total += expected.size
+    assert agree / total >= 0.995, agree / total
