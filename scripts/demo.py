@@ -76,7 +76,8 @@ def run_demo(out: str, photos_dir: str, num_scenes: int = 8, video_frames: int =
     segmenter = Segmenter(fp32_path)
     overlay_dir = os.path.join(out, "overlays")
     os.makedirs(overlay_dir, exist_ok=True)
-    images = list(iter_images(photos_dir)) if os.path.isdir(photos_dir) else []
+    # Photos only: the data folders also hold label PNGs, which are not inputs.
+    images = [p for p in iter_images(photos_dir) if os.path.basename(os.path.dirname(p)) == "images"]
     images += list(iter_images(os.path.join(heldout, "images")))
     for path in images:
         image = load_image(path)
