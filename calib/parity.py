@@ -15,7 +15,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 if __package__ in (None, ""):  # run as `python calib/parity.py`: make the repo importable
@@ -23,7 +22,9 @@ if __package__ in (None, ""):  # run as `python calib/parity.py`: make the repo 
 
 import numpy as np
 
+from ccnet.datasets import DATASET_KINDS
 from ccnet.errors import CCNetError, cli_main
+from ccnet.files import atomic_output, atomic_write
 
 EXIT_PARITY_FAILED = 1
 
@@ -160,31 +161,15 @@ def plot_deltas(report: Dict[str, object], out: str) -> None:
     ax.set_title(f"Per-class IoU parity ({report['num_images']} images)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out)
+        with atomic_output(out, make_dirs=True) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json(report: Dict[str, object], out: str) -> None:
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(out, json.dumps(report, indent=1).encode(), make_dirs=True)
 
 
 def exceeding(report: Dict[str, object], max_delta: float) -> List[str]:
@@ -201,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "per-class ΔIoU and argmax pixel agreement (all in percent).")
     p.add_argument("--ckpt", required=True, help="reference checkpoint (.pth, zoo or built-in name)")
     p.add_argument("--data", required=True, help="dataset root folder")
-    p.add_argument("--dataset", required=True, choices=("cityscapes", "ade20k", "voc", "folder"),
+    p.add_argument("--dataset", required=True, choices=DATASET_KINDS,
                    help="dataset layout")
     p.add_argument("--onnx", help="FP32 ONNX (ONNX Runtime)")
     p.add_argument("--onnx-fp16", help="FP16 ONNX (ONNX Runtime)")

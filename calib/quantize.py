@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 
 from ccnet.errors import CCNetError, cli_main
+from ccnet.files import atomic_write
 from ccnet.meta import ModelMeta
 
 METHODS = ("entropy", "percentile", "minmax")
@@ -203,7 +204,7 @@ def save_cache(path: str, tensors_data, model_sha256: str, method: str, num_imag
         tensors[name] = [float(low[0]), float(high[0])]
     cache = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model_sha256": model_sha256,
              "method": method, "num_images": num_images, "tensors": tensors}
-    _write_atomic(path, json.dumps(cache, indent=1, sort_keys=True).encode())
+    atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode(), make_dirs=True)
     return cache
 
 
@@ -355,20 +356,6 @@ class _restore_level:
         self.logger.setLevel(self.level)
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 # ----------------------------------------------------------------------------- quantize
 def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
              method: Optional[str] = None, num_images: int = DEFAULT_NUM_IMAGES,
@@ -502,7 +489,7 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
     set_metadata(qmodel, meta.replace(extra=extra))
     if cache is not None and cached is None:
         save_cache(cache, ranges, model_sha256, method, used)
-    _write_atomic(out_path, qmodel.SerializeToString())
+    atomic_write(out_path, qmodel.SerializeToString(), make_dirs=True)
     return {
         "out": out_path, "method": method, "num_images": used, "num_batches": len(batches),
         "from_cache": cached is not None, "cache": cache, "model_sha256": model_sha256,

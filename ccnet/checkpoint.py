@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlparse
@@ -17,6 +16,7 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import CCNetError
+from .files import atomic_output
 from .meta import ModelMeta
 from .model import ARCH, CCNet
 from .zoo import BUILTIN, ZOO, ModelConfig, custom_config, get_config
@@ -219,17 +219,8 @@ def save_checkpoint(model: CCNet, path: str, extra_meta: Optional[dict] = None) 
         **(extra_meta or {}),
     }
     state = OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items())
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save({"meta": meta, "state_dict": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def config_to_dict(cfg: ModelConfig) -> dict:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import contextlib
 import sys
-import tempfile
 from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import CCNetError, cli_main
+from .files import atomic_output
 from .metrics import IoUAccumulator, format_table, result_to_json
 
 SegmentFn = Callable[[np.ndarray], object]
@@ -61,31 +62,12 @@ def evaluate(segment_fn: SegmentFn, dataset: Iterable[Tuple[str, np.ndarray]], n
     return result
 
 
-def _temp_beside(path: str) -> str:
-    """A temp file in ``path``'s folder with the same extension (cv2 picks the format by it)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    return tmp
-
-
 def write_outputs(outputs: Sequence[Tuple[str, Callable[[str], None]]]) -> None:
-    """Write every (path, writer(tmp_path)) to a temp file first, then move all into place, so a
-    failure leaves no output file (neither partial nor half of the set)."""
-    temps = []
-    try:
+    """Write every (path, writer(tmp_path)) to a temp file first and move them into place only
+    when all succeeded, so a failure leaves no output file (neither partial nor half the set)."""
+    with contextlib.ExitStack() as stack:
         for path, writer in outputs:
-            tmp = _temp_beside(path)
-            temps.append(tmp)
-            writer(tmp)
-        for (path, _), tmp in zip(outputs, temps):
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            writer(stack.enter_context(atomic_output(path)))
 
 
 def label_image(labels: np.ndarray) -> np.ndarray:

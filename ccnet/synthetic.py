@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from typing import Optional, Tuple
 
 import cv2
@@ -19,6 +18,7 @@ import numpy as np
 
 from .demo import DEMO_CLASSES as CLASSES, DEMO_PALETTE as PALETTE
 from .errors import CCNetError, cli_main
+from .files import atomic_output
 
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE = range(len(CLASSES))
 IGNORE_INDEX = 255
@@ -374,15 +374,9 @@ def write_dataset(root: str, n: int, seed: int = 0, size: Tuple[int, int] = DEFA
 
 
 def _write_png(path: str, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         if not cv2.imwrite(tmp, array):
             raise CCNetError(f"cannot write {path}: check the folder is writable")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @cli_main

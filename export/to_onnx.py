@@ -16,7 +16,6 @@ import argparse
 import copy
 import os
 import sys
-import tempfile
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -29,10 +28,11 @@ import onnx.inliner
 
 import ccnet
 from ccnet.errors import CCNetError, cli_main
+from ccnet.files import atomic_output
 from ccnet.meta import ModelMeta
 from export.graph import (MIN_OPSET, attach_cca_function, cca_nodes, contract, ensure_domain,
                           node_attributes, register_schema)
-from export.metadata import read_metadata, set_metadata
+from export.metadata import set_metadata
 
 # Acceptance limits (issue 3 §4): FP32 vs PyTorch, and FP16 vs PyTorch FP32.
 MAX_REL_LOGIT_ERROR = 1e-4  # max |ort - torch| <= this * max |torch logit|
@@ -236,13 +236,7 @@ def write_verified(model: onnx.ModelProto, out: str, verify_fn: Callable[[str], 
     """Save to a temp file beside ``out``, run the onnx full check and ``verify_fn(tmp)``, then
     move it into place; on any failure nothing is left and the error says which check failed."""
     register_schema()  # the checker needs the custom op's schema (plugin-only form)
-    directory = os.path.dirname(os.path.abspath(out))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".onnx.tmp")
-    except OSError as e:
-        raise CCNetError(f"cannot write {out}: {e.strerror}") from e
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         onnx.save(model, tmp)
         if full_check:
             try:
@@ -251,12 +245,7 @@ def write_verified(model: onnx.ModelProto, out: str, verify_fn: Callable[[str], 
                 raise CCNetError(f"verification failed: onnx.checker full check: "
                                  f"{str(e).splitlines()[0][:300]}") from e
             log("onnx.checker full check: ok")
-        result = verify_fn(tmp)
-        os.replace(tmp, out)
-        return result
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        return verify_fn(tmp)
 
 
 def compare(torch_out: np.ndarray, ort_out: np.ndarray, labels: bool) -> dict:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ccnet.errors import CCNetError
+from ccnet.files import atomic_write
 from ccnet.meta import ModelMeta
 
 FORMAT = "ccnet-engine-info/1"
@@ -82,21 +82,6 @@ def write_engine_info(engine_path: str, info: EngineInfo) -> str:
     path = side_file_path(engine_path)
     atomic_write(path, info.to_json().encode("utf-8"))
     return path
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file + os.replace (no half-written file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------- checks

@@ -15,8 +15,9 @@ import sys
 from typing import Dict, Optional, Sequence, Union
 
 from ccnet.errors import CCNetError, cli_main
+from ccnet.files import atomic_write
 
-from .engine_info import (EngineInfo, Shape, atomic_write, format_shape, parse_shapes,
+from .engine_info import (EngineInfo, Shape, format_shape, parse_shapes,
                           write_engine_info)
 from .trt_common import (PLUGIN_FLAG_HINT, contract, import_tensorrt, is_plugin_layer_type,
                          load_plugin_library, make_logger, plugin_description,

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from ccnet.errors import CCNetError, cli_main
+from ccnet.files import atomic_output
 from ccnet.processing import check_image, network_logits, overlay, preprocess, resize_logits
 
 Source = Union[str, int, Iterable[np.ndarray]]
@@ -248,10 +249,9 @@ def _partial_path(path: str) -> str:
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
-    tmp = _partial_path(path)
-    if not cv2.imwrite(tmp, image):
-        raise CCNetError(f"cannot write {path}")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(tmp, image):
+            raise CCNetError(f"cannot write {path}")
 
 
 def segment_video(model: str, source: Source, output: Optional[str] = None,
