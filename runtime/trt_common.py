@@ -11,7 +11,7 @@ from typing import Optional
 from ccnet.errors import CCNetError
 
 INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (NVIDIA's index; 10.x on JetPack 6,"
-                " 10.x/11.x on desktop GPUs); see README, section 'Runtime workflow'")
+                " 10.x/11.x on desktop GPUs); see the README, section 'Workflow'")
 PLUGIN_FLAG_HINT = "pass --plugins /path/to/libccnet_plugins.so or set CCNET_PLUGIN_LIB"
 
 

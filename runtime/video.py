@@ -268,6 +268,10 @@ def segment_video(model: str, source: Source, output: Optional[str] = None,
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
+    # Fail before any progress bar or output folder appears (cameras/URLs are checked on open).
+    if (isinstance(source, str) and not _is_url(source) and not source.isdigit()
+            and not os.path.exists(source)):
+        raise CCNetError(f"video not found: {source}")
     segmenter = Segmenter(model, backend=backend, **runner_opts)
     video = VideoSegmenter(segmenter, queue_size=queue_size, alpha=alpha,
                            make_overlay=bool(output))
