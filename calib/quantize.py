@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as `python calib/quantize.py`: make the rep
 import numpy as np
 import onnx
 
-from ccnet.errors import CCNetError, cli_main
+from ccnet.errors import CCNetError, cli_main, first_line
 from ccnet.files import atomic_write
 from ccnet.meta import ModelMeta
 
@@ -458,7 +458,7 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
             raise
         except Exception as e:
             raise CCNetError(f"ONNX Runtime could not calibrate {onnx_path} "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                             f"({type(e).__name__}: {first_line(e)}): "
                              "is it an unmodified ccnet-export file?") from e
         ranges = load_tensors_data(ort_cache)
         qmodel = onnx.load(quantized_path)

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .errors import CCNetError
+from .errors import CCNetError, first_line
 from .files import atomic_output
 from .meta import ModelMeta
 from .model import ARCH, CCNet
@@ -68,7 +68,7 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises a variety of types for damaged files
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        text = first_line(e, limit=1000)
         text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # torch's message has terminal bold codes
         glob_name = re.search(r"Unsupported global: (GLOBAL )?(\S+)", str(e))
         # torch's own rebuild functions are allowed: refusing one means the pickle is cut short.

@@ -161,14 +161,17 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
     return exp / exp.sum(axis=axis, keepdims=True)
 
 
+def restore_size(logits: np.ndarray, image_shape: Sequence[int], meta: ModelMeta) -> np.ndarray:
+    """Network logits C×h×w → C×H×W at the original image size (config align_corners)."""
+    return resize_logits(logits, tuple(image_shape[:2]), meta.align_corners)
+
+
 def image_logits(image_bgr: np.ndarray, meta: ModelMeta, infer: InferFn,
                  scale: Optional[Sequence[int]] = None, flip: bool = False) -> np.ndarray:
     """One pass: preprocess at ``scale`` → network → logits C×H×W at the original size."""
-    h, w = image_bgr.shape[:2]
     image = image_bgr[:, ::-1] if flip else image_bgr
     batch = preprocess(image, meta, scale)
-    logits = network_logits(batch, meta, infer)[0]
-    logits = resize_logits(logits, (h, w), meta.align_corners)
+    logits = restore_size(network_logits(batch, meta, infer)[0], image_bgr.shape, meta)
     return logits[:, :, ::-1] if flip else logits
 
 

@@ -27,7 +27,7 @@ import onnx
 import onnx.inliner
 
 import ccnet
-from ccnet.errors import CCNetError, cli_main
+from ccnet.errors import CCNetError, cli_main, first_line
 from ccnet.files import atomic_output
 from ccnet.meta import ModelMeta
 from export.graph import (MIN_OPSET, attach_cca_function, cca_nodes, contract, ensure_domain,
@@ -243,7 +243,7 @@ def write_verified(model: onnx.ModelProto, out: str, verify_fn: Callable[[str], 
                 onnx.checker.check_model(tmp, full_check=True)
             except Exception as e:
                 raise CCNetError(f"verification failed: onnx.checker full check: "
-                                 f"{str(e).splitlines()[0][:300]}") from e
+                                 f"{first_line(e)}") from e
             log("onnx.checker full check: ok")
         return verify_fn(tmp)
 

@@ -16,13 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ccnet.errors import CCNetError
+from ccnet.errors import CCNetError, first_line
 from ccnet.meta import METADATA_KEY, ModelMeta
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
 
 
 class OrtRunner:
@@ -62,7 +57,7 @@ class OrtRunner:
             self.session = ort.InferenceSession(model_path, sess_options=options,
                                                 providers=self.providers)
         except Exception as e:  # ORT raises Fail/InvalidGraph/InvalidProtobuf/NotImplemented
-            text = _first_line(e)
+            text = first_line(e)
             if "CrissCrossAttention" in text and ("not a registered" in text
                                                    or "No opset import" in text
                                                    or "not implemented" in text.lower()):
@@ -129,7 +124,7 @@ class TorchRunner:
             from ccnet.checkpoint import load_model
             from ccnet.inference import TorchInfer
         except ImportError as e:
-            raise CCNetError(f"PyTorch is needed for checkpoints ({_first_line(e)}): pip install "
+            raise CCNetError(f"PyTorch is needed for checkpoints ({first_line(e)}): pip install "
                              "torch, or export the model to ONNX and run that") from None
         self.path = checkpoint
         self.model = load_model(checkpoint, config=config, device=device)

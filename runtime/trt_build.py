@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Dict, Optional, Sequence, Union
 
-from ccnet.errors import CCNetError, cli_main
+from ccnet.errors import CCNetError, cli_main, first_line
 from ccnet.files import atomic_write
 
 from .engine_info import (EngineInfo, Shape, format_shape, parse_shapes,
@@ -39,8 +39,7 @@ def read_onnx_summary(onnx_path: str) -> dict:
     try:
         model = onnx.load(onnx_path, load_external_data=False)
     except Exception as e:
-        raise CCNetError(f"cannot read ONNX model {onnx_path}: {str(e).splitlines()[0][:200]}"
-                         ) from None
+        raise CCNetError(f"cannot read ONNX model {onnx_path}: {first_line(e, 200)}") from None
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY in props:
         meta = ModelMeta.from_json(props[METADATA_KEY])

@@ -29,7 +29,7 @@ import numpy as np
 
 from ccnet.errors import CCNetError, cli_main
 from ccnet.files import atomic_output
-from ccnet.processing import check_image, network_logits, overlay, preprocess, resize_logits
+from ccnet.processing import check_image, network_logits, overlay, preprocess, restore_size
 
 Source = Union[str, int, Iterable[np.ndarray]]
 _END = object()
@@ -223,8 +223,7 @@ class VideoSegmenter:
                     raise item.error
                 index, frame, logits, timing = item
                 t0 = time.perf_counter()
-                h, w = frame.shape[:2]
-                labels = resize_logits(logits, (h, w), self.meta.align_corners).argmax(axis=0)
+                labels = restore_size(logits, frame.shape, self.meta).argmax(axis=0)
                 blend = (overlay(frame, labels, self.meta.palette, self.alpha)
                          if self.make_overlay else None)
                 t1 = time.perf_counter()
