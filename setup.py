@@ -11,7 +11,7 @@ setup(
     version=VERSION,
     description="ONNX/TensorRT deployment toolkit for mmsegmentation's CCNet models",
     python_requires=">=3.11",
-    packages=["ccnet", "export", "calib", "runtime", "plugins"],
+    packages=["ccnet", "export", "calib", "runtime", "plugins", "cli"],
     package_data={
         "ccnet": ["data/*.json", "weights/*.pth", "weights/*.md"],
         "plugins": ["cca_op.json"],
@@ -36,16 +36,17 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "ccnet-predict=ccnet.cli:predict_main",
-            "ccnet-eval=ccnet.cli:eval_main",
-            "ccnet-train=ccnet.train:main",
-            "ccnet-export=export.to_onnx:main",
-            "ccnet-to-fp16=export.to_fp16:main",
-            "ccnet-calibrate=calib.quantize:main",
-            "ccnet-parity=calib.parity:main",
-            "ccnet-build=runtime.trt_build:main",
-            "ccnet-inspect=runtime.inspect_engine:main",
-            "ccnet-video=runtime.video:main",
+            "ccnet=cli.main:main",
+            "ccnet-predict=cli.predict:main",
+            "ccnet-eval=cli.eval:main",
+            "ccnet-train=cli.train:main",
+            "ccnet-export=cli.export:main",
+            "ccnet-to-fp16=cli.fp16:main",
+            "ccnet-calibrate=cli.calibrate:main",
+            "ccnet-parity=cli.parity:main",
+            "ccnet-build=cli.build:main",
+            "ccnet-inspect=cli.inspect:main",
+            "ccnet-video=cli.video:main",
         ]
     },
 )

@@ -26,26 +26,23 @@ CLI: ``ccnet-calibrate --onnx model.onnx --images DIR --out model_int8.onnx``
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
-import sys
+
 import tempfile
 import time
 import warnings
 from typing import Dict, List, Optional, Tuple
 
-if __package__ in (None, ""):  # run as `python calib/quantize.py`: make the repo importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np
 import onnx
 
-from ccnet.errors import CCNetError, cli_main, first_line
+from ccnet.errors import CCNetError, first_line
 from ccnet.files import atomic_write
 from ccnet.meta import ModelMeta
+from export.onnx_file import load_onnx
 
 METHODS = ("entropy", "percentile", "minmax")
 TARGETS = ("tensorrt", "ort-cpu")
@@ -67,17 +64,6 @@ def file_sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def load_onnx(path: str) -> onnx.ModelProto:
-    """Load an ONNX file with a one-line error for missing or non-ONNX files."""
-    if not os.path.isfile(path):
-        raise CCNetError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load(path)
-    except Exception as e:  # protobuf DecodeError and friends
-        raise CCNetError(f"cannot read {path} as ONNX ({type(e).__name__}): "
-                         "pass a model written by ccnet-export") from e
 
 
 def read_meta(model: onnx.ModelProto, path: str = "model") -> ModelMeta:
@@ -114,7 +100,8 @@ def calibration_batches(images_dir: str, meta: ModelMeta, num_images: int,
     slide-mode model yields its slide windows.  Unreadable files are skipped with a
     CalibrationWarning; no readable image left → CCNetError.  Returns (batches, images used).
     """
-    from ccnet.processing import load_image, preprocess, resize_logits, slide_windows, iter_images
+    from ccnet.images import iter_images, load_image
+    from ccnet.processing import preprocess, resize_logits, slide_windows
 
     if not os.path.isdir(images_dir):
         raise CCNetError(f"calibration image folder not found: {images_dir}")
@@ -497,49 +484,3 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         "residual_adds": identity_adds + projection_adds, "projection_shortcuts": projection_adds, "calibrated_tensors": len(ranges.data),
         "function": bool(function), "target": target, "seconds": round(time.time() - start, 2),
     }
-
-
-# ----------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ccnet-calibrate",
-        description="Quantize an exported FP32 CCNet ONNX to INT8 with explicit Q/DQ nodes "
-                    "(TensorRT 10/11 strongly typed INT8; also runs on ONNX Runtime).")
-    p.add_argument("--onnx", required=True, help="FP32 ONNX written by ccnet-export")
-    p.add_argument("--images", help="folder of calibration images (pre-processed like inference)")
-    p.add_argument("--method", choices=METHODS,
-                   help="range calibration (default entropy; with a cache alone: the cache's)")
-    p.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
-                   help=f"calibrate on the first N readable images (default {DEFAULT_NUM_IMAGES})")
-    p.add_argument("--cache", help="calibration cache JSON: written with --images, reused "
-                                   "without --images (must be made for this exact ONNX file)")
-    p.add_argument("--target", choices=TARGETS, default="tensorrt",
-                   help="Q/DQ placement: tensorrt (default; symmetric int8, Q/DQ in front of Convs, "
-                        "what TensorRT fuses) or ort-cpu (uint8 activations, Conv outputs "
-                        "quantized: what ONNX Runtime CPU runs fast)")
-    p.add_argument("--no-function", action="store_true",
-                   help="write the plugin-only form (no CCA function: TensorRT + plugin only)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", required=True, help="INT8 ONNX to write")
-    return p
-
-
-@cli_main
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    report = quantize(args.onnx, args.out, images_dir=args.images, method=args.method,
-                      num_images=args.num_images, cache=args.cache,
-                      function=not args.no_function, progress=not args.no_progress,
-                      target=args.target)
-    source = f"cache {args.cache}" if report["from_cache"] else f"{report['num_images']} image(s)"
-    print(f"wrote {report['out']}: {report['quantized_convs']} Conv(s) INT8, "
-          f"{report['residual_adds']} residual Add shortcut(s) through Q/DQ, {report['method']} ranges "
-          f"from {source}, {report['target']} placement, {'with' if report['function'] else 'without'} CCA function "
-          f"({report['seconds']} s)")
-    if args.cache and not report["from_cache"]:
-        print(f"wrote calibration cache {args.cache}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,8 +18,8 @@ import torch
 from .errors import CCNetError, first_line
 from .files import atomic_output
 from .meta import ModelMeta
-from .model import ARCH, CCNet
-from .zoo import BUILTIN, ZOO, ModelConfig, custom_config, get_config
+from .model import CCNet
+from .zoo import BUILTIN, RESNET_DEPTHS, ZOO, ModelConfig, custom_config, get_config
 
 ConfigLike = Union[None, str, ModelConfig]
 
@@ -108,8 +108,8 @@ def infer_config(state: Dict[str, torch.Tensor], meta: dict, name: str) -> Model
                          "checkpoint") from e
     bottleneck = any(".conv3.weight" in k for k in state if k.startswith("backbone.layer1."))
     blocks = tuple(_count_blocks(state, i) for i in range(1, 5))
-    depth = next((d for d, (block, nb) in ARCH.items()
-                  if nb == blocks and (block.expansion == 4) == bottleneck), None)
+    depth = next((d for d, (expansion, nb) in RESNET_DEPTHS.items()
+                  if nb == blocks and (expansion == 4) == bottleneck), None)
     if depth is None:
         raise CCNetError(f"backbone with blocks {blocks} ({'bottleneck' if bottleneck else 'basic'}"
                          ") is not a ResNet-18/34/50/101: pass --config")

@@ -1,6 +1,6 @@
 """Evaluation dataset readers: (image path, label path) pairs + mmseg's label loading.  Torch-free.
 
-Layouts (spec §3.4):
+Layouts (docs/mmseg-inference.md, "Datasets"):
 
 - ``cityscapes``: ``leftImg8bit/<split>/**/*_leftImg8bit.png`` ↔
   ``gtFine/<split>/**/*_gtFine_labelTrainIds.png`` (19 train ids, 255 ignore).
@@ -27,10 +27,11 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import CCNetError
-from .processing import load_image
+from .files import require_folder
+from .images import IMAGE_EXTS, load_image
+from .zoo import dataset_info
 
 DATASET_KINDS = ("cityscapes", "ade20k", "voc", "folder")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 # Stem suffixes dropped when pairing images and labels of a generic folder.
 _IMAGE_SUFFIXES = ("_leftImg8bit", "_image", "_img")
 _LABEL_SUFFIXES = ("_gtFine_labelTrainIds", "_labelTrainIds", "_label", "_labels", "_mask",
@@ -208,8 +209,7 @@ def open_dataset(root: str, kind: str, split: str = "val") -> SegDataset:
     """
     if kind not in DATASET_KINDS:
         raise CCNetError(f"unknown dataset kind {kind!r}: use one of {', '.join(DATASET_KINDS)}")
-    if not os.path.isdir(root):
-        raise CCNetError(f"dataset folder not found: {root}")
+    require_folder(root, "dataset folder")
     if kind == "cityscapes":
         dataset = _cityscapes(root, split)
     elif kind == "ade20k":
@@ -223,4 +223,13 @@ def open_dataset(root: str, kind: str, split: str = "val") -> SegDataset:
     return dataset
 
 
-__all__ = ["DATASET_KINDS", "SegDataset", "open_dataset", "read_label", "reduce_zero_label"]
+def check_model_fits_dataset(num_classes: int, kind: str) -> None:
+    """A model is evaluated on a known dataset only if it predicts that dataset's classes."""
+    info = dataset_info().get(kind)
+    if info is not None and num_classes != len(info["classes"]):
+        raise CCNetError(f"the model predicts {num_classes} classes but {kind} has "
+                         f"{len(info['classes'])}: evaluate it on its own dataset (or --dataset "
+                         "folder)")
+
+
+__all__ = ["DATASET_KINDS", "check_model_fits_dataset", "SegDataset", "open_dataset", "read_label", "reduce_zero_label"]

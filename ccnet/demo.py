@@ -1,14 +1,14 @@
 """The built-in ``ccnet-demo`` model: a small CCNet trained on our synthetic street scenes.
 
 Torch-free: only the config (classes, palette, head widths, test scale) and the path of the
-committed checkpoint, registered in ``ccnet.zoo.BUILTIN`` so that ``load_model("ccnet-demo")``
-and ``--ckpt ccnet-demo`` work everywhere.  How the checkpoint was made: weights/TRAINING.md.
+committed checkpoint, registered as a built-in so that ``load_model("ccnet-demo")`` and
+``--model ccnet-demo`` work everywhere.  How the checkpoint was made: weights/TRAINING.md.
 """
 from __future__ import annotations
 
 import os
 
-from .zoo import BUILTIN, ModelConfig, custom_config
+from .zoo import ModelConfig, custom_config, register_builtin
 
 DEMO_NAME = "ccnet-demo"
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
@@ -29,4 +29,4 @@ def demo_config() -> ModelConfig:
                          classes=DEMO_CLASSES, palette=DEMO_PALETTE)
 
 
-BUILTIN[DEMO_NAME] = (demo_config(), DEMO_CHECKPOINT)
+register_builtin(demo_config(), DEMO_CHECKPOINT)

@@ -1,7 +1,8 @@
 """CCNet (mmseg EncoderDecoder) in plain PyTorch, state-dict compatible with mmseg's zoo.
 
 Module names mirror mmseg/mmcv exactly (``backbone.stem.0``, ``decode_head.convs.0.conv``,
-``decode_head.cca.gamma.scale`` ...) so checkpoints load with ``strict=True``; see spec §2.
+``decode_head.cca.gamma.scale`` ...) so checkpoints load with ``strict=True``; see
+docs/mmseg-inference.md, "Model".
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from . import ops  # noqa: F401  (registers torch.ops.ccnet.criss_cross_attention)
 from .meta import ModelMeta
-from .zoo import ModelConfig
+from .zoo import RESNET_DEPTHS, ModelConfig
 
 BN_EPS = 1e-5
 
@@ -73,8 +74,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-ARCH = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-        50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+BLOCKS = {block.expansion: block for block in (BasicBlock, Bottleneck)}
 
 
 class ResNetV1c(nn.Module):
@@ -85,7 +85,8 @@ class ResNetV1c(nn.Module):
 
     def __init__(self, depth: int = 50, stem_channels: int = 64, base_channels: int = 64):
         super().__init__()
-        block, num_blocks = ARCH[depth]
+        expansion, num_blocks = RESNET_DEPTHS[depth]
+        block = BLOCKS[expansion]
         half = stem_channels // 2
         self.stem = nn.Sequential(
             nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), _bn(half),

@@ -2,49 +2,26 @@
 
 The network is abstracted as ``infer(batch) -> logits``: a float32 N×3×h×w normalized RGB
 batch in, float32 N×C×h×w logits at the input resolution out (mmseg's ``encode_decode``, which
-is also the ONNX graph contract).  Everything around it follows mmseg (spec §3):
+is also the ONNX graph contract).  Everything around it follows mmseg (docs/mmseg-inference.md):
 keep-ratio resize of the uint8 BGR image → RGB → normalize → whole/slide → resize logits back to
 the original size → argmax; ms+flip TTA by the mmseg 0.x rule.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .errors import CCNetError
+from .images import check_image
 from .meta import ModelMeta
 
 InferFn = Callable[[np.ndarray], np.ndarray]
 
 # mmseg 0.x MultiScaleFlipAug ratios behind the published "ms+flip" mIoU.
 TTA_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-# ----------------------------------------------------------------------------- images
-def load_image(path: str) -> np.ndarray:
-    """Read an image as BGR uint8 H×W×3 (mmcv LoadImageFromFile); one-line error if unreadable."""
-    if not os.path.isfile(path):
-        raise CCNetError(f"image not found: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise CCNetError(f"cannot read image {path}: not an image file or corrupt")
-    return image
-
-
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an in-memory BGR image (uint8 H×W×3)."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        raise CCNetError(f"expected a BGR uint8 H×W×3 image, got shape {shape}")
-    if image.dtype != np.uint8:
-        raise CCNetError(f"expected a uint8 image, got {image.dtype}: convert with astype(np.uint8)")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise CCNetError("empty image")
-    return image
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -201,27 +178,3 @@ def segment(image_bgr: np.ndarray, meta: ModelMeta, infer: InferFn,
                  for scale in tta_scales(meta) for flip in (False, True)]
         logits = np.mean(probs, axis=0, dtype=np.float32)
     return Prediction(labels=logits.argmax(axis=0), logits=logits)
-
-
-# ----------------------------------------------------------------------------- visualisation
-def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Label map → BGR uint8 colour image (palette is RGB, as mmseg's); 255 stays black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    pal = np.asarray(palette, dtype=np.uint8)[:, ::-1]
-    lut[:len(pal)] = pal[:256]
-    return lut[np.clip(labels, 0, 255).astype(np.uint8)]
-
-
-def overlay(image_bgr: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[int]],
-            alpha: float = 0.5) -> np.ndarray:
-    """Blend the colourized label map over the image (mmseg's show_result opacity)."""
-    color = colorize(labels, palette)
-    return cv2.addWeighted(image_bgr, 1.0 - alpha, color, alpha, 0.0)
-
-
-def iter_images(folder: str, exts=(".jpg", ".jpeg", ".png", ".bmp")) -> Iterator[str]:
-    """Image files of a folder (recursive), sorted."""
-    for root, _, files in sorted(os.walk(folder)):
-        for f in sorted(files):
-            if f.lower().endswith(exts):
-                yield os.path.join(root, f)

@@ -10,18 +10,17 @@ around small objects' outlines is left unlabelled when ``ignore_border`` > 0).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional, Tuple
 
 import cv2
 import numpy as np
 
 from .demo import DEMO_CLASSES as CLASSES, DEMO_PALETTE as PALETTE
-from .errors import CCNetError, cli_main
-from .files import atomic_output
+from .errors import CCNetError
+from .files import write_image
+from .meta import IGNORE_INDEX
 
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE = range(len(CLASSES))
-IGNORE_INDEX = 255
 DEFAULT_SIZE = (256, 512)  # (height, width)
 
 
@@ -368,37 +367,9 @@ def write_dataset(root: str, n: int, seed: int = 0, size: Tuple[int, int] = DEFA
     for i in range(n):
         image, labels = make_scene(seed + i, size, ignore_border)
         stem = f"scene_{seed + i:06d}"
-        _write_png(os.path.join(image_dir, stem + ".png"), image)
-        _write_png(os.path.join(label_dir, stem + ".png"), labels)
+        write_image(os.path.join(image_dir, stem + ".png"), image)
+        write_image(os.path.join(label_dir, stem + ".png"), labels)
     return root
 
 
-def _write_png(path: str, array: np.ndarray) -> None:
-    with atomic_output(path) as tmp:
-        if not cv2.imwrite(tmp, array):
-            raise CCNetError(f"cannot write {path}: check the folder is writable")
-
-
-@cli_main
-def main(argv=None):
-    """``python -m ccnet.synthetic --out DIR --num N [--seed S] [--size H W]``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m ccnet.synthetic",
-                                description="Write synthetic street scenes (folder layout).")
-    p.add_argument("--out", required=True, help="dataset root (images/ and labels/ inside)")
-    p.add_argument("--num", type=int, required=True, help="number of scenes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first scene")
-    p.add_argument("--size", type=int, nargs=2, default=DEFAULT_SIZE, metavar=("H", "W"))
-    p.add_argument("--ignore-border", type=int, default=0)
-    args = p.parse_args(argv)
-    write_dataset(args.out, args.num, args.seed, tuple(args.size), args.ignore_border)
-    print(f"wrote {args.num} scenes (seeds {args.seed}..{args.seed + args.num - 1}) to {args.out}")
-    return 0
-
-
 __all__ = ["CLASSES", "PALETTE", "IGNORE_INDEX", "DEFAULT_SIZE", "make_scene", "write_dataset"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,14 +7,12 @@ model's test scale × a random ratio, random crop (padding with ignore), horizon
 result is an mmseg-layout checkpoint written by ``ccnet.checkpoint.save_checkpoint``.
 
     ccnet-train --config ccnet-demo --data train_dir --out model.pth --iters 1000
-    ccnet-train --ckpt model.pth --data my_folder --out finetuned.pth --iters 200 --lr 0.001
+    ccnet-train --model model.pth --data my_folder --out finetuned.pth --iters 200 --lr 0.001
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import os
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -27,10 +25,12 @@ from torch import nn
 
 from .checkpoint import build_model, load_model, save_checkpoint
 from .datasets import open_dataset
-from .errors import CCNetError, cli_main
+from .errors import CCNetError
+from .files import check_output_file
 from .meta import IGNORE_INDEX
 from .model import CCNet
-from .processing import load_image, normalize, rescale_size
+from .images import load_image
+from .processing import normalize, rescale_size
 from .zoo import ModelConfig, get_config
 
 AUX_WEIGHT = 0.4
@@ -173,9 +173,7 @@ def train(config_or_ckpt: Union[str, ModelConfig], data_dir: str, out: str, iter
         raise CCNetError("iters and batch_size must be >= 1")
     if len(crop) != 2 or min(crop) < 16:
         raise CCNetError(f"crop must be (h, w) with both >= 16, got {tuple(crop)}")
-    out_dir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(out_dir):
-        raise CCNetError(f"cannot write {out}: folder {out_dir} does not exist")
+    check_output_file(out, what="checkpoint")
     torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
     model = prepare_model(config_or_ckpt, fresh, num_classes)
@@ -218,14 +216,12 @@ def train(config_or_ckpt: Union[str, ModelConfig], data_dir: str, out: str, iter
 
 def evaluate_folder(model: CCNet, data_dir: str, max_images: Optional[int] = None) -> dict:
     """mIoU of ``model`` on a folder dataset with the shared inference path (ccnet.predict)."""
+    from .evaluation import evaluate_one
     from .inference import predict
-    from .metrics import IoUAccumulator
 
     dataset = open_dataset(data_dir, "folder").head(max_images)
-    acc = IoUAccumulator(model.meta.num_classes, model.meta.ignore_index)
-    for _, image, label in dataset.samples():
-        acc.update(predict(model, image).labels, label)
-    return acc.compute()
+    return evaluate_one(lambda image: predict(model, image), dataset, model.meta.num_classes,
+                        model.meta.ignore_index, progress=False)
 
 
 def _progress(total: int, enabled: bool):
@@ -236,45 +232,3 @@ def _progress(total: int, enabled: bool):
     except ImportError:
         return None
     return tqdm(total=total, desc="train", unit="it", file=sys.stderr)
-
-
-# ----------------------------------------------------------------------------- CLI
-@cli_main
-def main(argv=None):
-    """``ccnet-train``: train or fine-tune a CCNet on a folder dataset."""
-    p = argparse.ArgumentParser(prog="ccnet-train", description=__doc__.split("\n\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="start from these weights (file, zoo or built-in name)")
-    src.add_argument("--config", help="start from fresh weights of this zoo/built-in config "
-                                      "(e.g. ccnet-demo)")
-    p.add_argument("--data", required=True, help="training folder: images/ + labels/")
-    p.add_argument("--out", required=True, help="output checkpoint (.pth, mmseg layout)")
-    p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--crop", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
-    p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 1.5),
-                   metavar=("MIN", "MAX"), help="random resize ratio around the test scale")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-classes", type=int, help="replace the classifiers for N classes")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--val", help="folder dataset to report mIoU on after training")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    result = train(args.ckpt or args.config, args.data, args.out, iters=args.iters,
-                   batch_size=args.batch_size, lr=args.lr, crop=tuple(args.crop),
-                   seed=args.seed, scale_range=tuple(args.scale_range),
-                   fresh=args.config is not None, num_classes=args.num_classes,
-                   num_threads=args.threads, val_dir=args.val, progress=not args.no_progress)
-    losses = [h["loss"] for h in result["history"]]
-    k = max(1, min(20, len(losses) // 5))
-    print(f"trained {args.iters} iterations in {result['wall_time_s']:.0f} s: loss "
-          f"{np.mean(losses[:k]):.3f} -> {np.mean(losses[-k:]):.3f}; saved {args.out}")
-    if result["val"] is not None:
-        print(f"val mIoU {100 * result['val']['miou']:.2f}% "
-              f"(aAcc {100 * result['val']['aacc']:.2f}%)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 """The mmseg CCNet model zoo (16 configs) and custom configs.  Torch-free.
 
-Every row carries what inference needs (see ``../shared/reference/ccnet-mmseg-spec.md`` §1):
-dataset, classes/palette, align_corners, test scale, whole/slide window, published mIoU.
+Every row carries what inference needs (docs/mmseg-inference.md, "Model zoo"): dataset,
+classes/palette, align_corners, test scale, whole/slide window, published mIoU.  Built-in models
+(weights shipped with the package) register themselves with :func:`register_builtin`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from .errors import CCNetError
 from .meta import ModelMeta
 
 ZOO_URL_ROOT = "https://download.openmmlab.com/mmsegmentation/v0.5/ccnet"
+
+# ResNetV1c depths: (block expansion, blocks per stage).  Expansion 1 is the basic block of
+# ResNet-18/34, 4 the bottleneck of ResNet-50/101.
+RESNET_DEPTHS: Dict[int, Tuple[int, Tuple[int, int, int, int]]] = {
+    18: (1, (2, 2, 2, 2)), 34: (1, (3, 4, 6, 3)), 50: (4, (3, 4, 6, 3)), 101: (4, (3, 4, 23, 3))}
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +63,7 @@ class ModelConfig:
 
     @property
     def expansion(self) -> int:
-        return 1 if self.depth in (18, 34) else 4
+        return RESNET_DEPTHS[self.depth][0]
 
     @property
     def in_channels(self) -> int:
@@ -101,7 +107,7 @@ def default_palette(n: int):
     return out
 
 
-# (family, depth, schedule) -> (checkpoint suffix, mIoU, ms+flip mIoU); spec §1.
+# (family, depth, schedule) -> (checkpoint suffix, mIoU, ms+flip mIoU), from mmseg's model zoo.
 _ZOO_ROWS = [
     ("cityscapes-512x1024", 50, "40k", "20200616_142517-4123f401", 77.76, 78.87),
     ("cityscapes-512x1024", 101, "40k", "20200616_142540-a3b84ba6", 76.35, 78.19),
@@ -149,8 +155,14 @@ def _build_zoo() -> Dict[str, ModelConfig]:
 
 
 ZOO: Dict[str, ModelConfig] = _build_zoo()
-# Built-in models shipped with this package (name -> (config, checkpoint path)); see ccnet.demo.
+# Built-in models shipped with this package: name -> (config, checkpoint path).
 BUILTIN: Dict[str, Tuple[ModelConfig, str]] = {}
+
+
+def register_builtin(config: ModelConfig, checkpoint: str) -> None:
+    """Make ``config.name`` resolve everywhere a model name is accepted (``load_model``,
+    ``--model``), with the weights at ``checkpoint``.  Called where the model is defined."""
+    BUILTIN[config.name] = (config, checkpoint)
 
 
 def zoo_names(include_0x: bool = True):
@@ -174,13 +186,11 @@ def custom_config(name: str = "custom", *, depth: int = 50, num_classes: int = 1
                   channels: int = 512, aux_channels: Optional[int] = 256, recurrence: int = 2,
                   dataset: str = "custom", **kwargs) -> ModelConfig:
     """A config for a user-trained CCNet (other depth, class count, head width, recurrence)."""
-    if depth not in (18, 34, 50, 101):
-        raise CCNetError(f"unsupported ResNet depth {depth}: use 18, 34, 50 or 101")
+    if depth not in RESNET_DEPTHS:
+        raise CCNetError(f"unsupported ResNet depth {depth}: use one of "
+                         f"{', '.join(map(str, RESNET_DEPTHS))}")
     if num_classes < 1 or channels < 8 or recurrence < 0:
         raise CCNetError("num_classes must be >= 1, channels >= 8 and recurrence >= 0")
     return ModelConfig(name=name, depth=depth, num_classes=num_classes, channels=channels,
                        aux_channels=aux_channels, recurrence=recurrence, dataset=dataset,
                        **kwargs)
-
-
-from . import demo as _demo  # noqa: E402,F401  (registers the built-in "ccnet-demo" in BUILTIN)

@@ -1,23 +1,17 @@
 """export: CCNet → ONNX with the criss-cross attention as one custom node (plus FP16).
 
-``export_onnx`` and ``convert_to_fp16`` import torch/onnxconverter lazily; ``cca_nodes`` and
-``read_metadata`` need only onnx.
+``export_onnx`` and ``convert_to_fp16`` import torch/onnxconverter lazily; the graph helpers and
+metadata need only onnx.
 """
+from ccnet.lazy import lazy_getattr
+
 from .graph import cca_functions, cca_nodes, contract
 from .metadata import read_metadata, set_metadata
+from .onnx_file import load_onnx
 
+_LAZY = {"export_onnx": "to_onnx", "convert_to_fp16": "to_fp16"}
 
-def __getattr__(name):
-    if name == "export_onnx":
-        from .to_onnx import export_onnx
-
-        return export_onnx
-    if name == "convert_to_fp16":
-        from .to_fp16 import convert_to_fp16
-
-        return convert_to_fp16
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = ["cca_nodes", "cca_functions", "contract", "read_metadata", "set_metadata",
-           "export_onnx", "convert_to_fp16"]
+           "load_onnx", *_LAZY]

@@ -5,40 +5,22 @@ the TensorRT plugin is generated from too); nothing here repeats those values.
 """
 from __future__ import annotations
 
-import functools
-import json
-import os
 from typing import List
 
 import onnx
 from onnx import TensorProto, defs, helper
 
-from ccnet.errors import CCNetError
+import plugins
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONTRACT_PATH = os.path.join(REPO, "plugins", "cca_op.json")
 CCA_OPSET_VERSION = 1  # version of the custom domain in opset_import
 # CastLike (opset 15) makes the function body dtype-generic (fp32 and fp16 files); model-local
 # functions need IR 8, i.e. the opset-15 era too.
 MIN_OPSET = 15
 
 
-@functools.lru_cache(maxsize=None)
 def contract() -> dict:
-    """The custom-op contract: plugins.contract() when the package provides it, else the JSON."""
-    try:
-        import plugins
-
-        if hasattr(plugins, "contract"):
-            return plugins.contract()
-    except ImportError:
-        pass
-    try:
-        with open(CONTRACT_PATH) as f:
-            return json.load(f)
-    except OSError as e:
-        raise CCNetError(f"cannot read the custom-op contract {CONTRACT_PATH} ({e}): "
-                         "reinstall the toolkit") from e
+    """The custom-op contract ``plugins/cca_op.json`` (op type, domain, plugin fields)."""
+    return plugins.contract()
 
 
 def node_attributes() -> dict:

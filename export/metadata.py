@@ -9,6 +9,8 @@ import onnx
 from ccnet.errors import CCNetError
 from ccnet.meta import METADATA_KEY, ModelMeta
 
+from .onnx_file import load_onnx
+
 
 def set_metadata(model: onnx.ModelProto, meta: ModelMeta) -> None:
     """Write (or replace) our metadata prop; a plain string so onnxruntime can read it too."""
@@ -24,13 +26,7 @@ def read_metadata(path_or_model: Union[str, os.PathLike, onnx.ModelProto]) -> Mo
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
     else:
-        path = os.fspath(path_or_model)
-        if not os.path.isfile(path):
-            raise CCNetError(f"ONNX file not found: {path}")
-        try:
-            model = onnx.load(path, load_external_data=False)
-        except Exception as e:
-            raise CCNetError(f"{path} is not a readable ONNX file ({str(e)[:120]})") from e
+        model = load_onnx(os.fspath(path_or_model), load_external_data=False)
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             return ModelMeta.from_json(prop.value)

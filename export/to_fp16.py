@@ -4,25 +4,24 @@ The CCA node and its function survive; what accuracy needs stays float32: the at
 energies and softmax (inside the function body), Resize (the final upsampling) and any layer
 whose activations get near the FP16 range on a real input.  Runs on ONNX Runtime CPU.
 
-    python export/to_fp16.py --onnx model.onnx --out model_fp16.onnx
+    ccnet fp16 --model model.onnx --out model_fp16.onnx
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import os
-import sys
 import warnings
 from typing import Iterable, List, Optional
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 import onnx
 
-from ccnet.errors import CCNetError, cli_main
-from export.graph import attach_cca_function, cca_functions, contract
+from ccnet.errors import CCNetError
+from ccnet.files import check_output_file
+
+from .graph import attach_cca_function, cca_functions, cca_nodes
+from .metadata import read_metadata, set_metadata
+from .onnx_file import load_onnx
+from .verify import FP16_VERIFY_MIN_AGREEMENT, ImageLike, photo_input, write_verified
 
 # Activations above this stay float32: FP16 tops out at 65504 and the next op (Add/Conv) must
 # not overflow either, so leave a margin.
@@ -68,7 +67,7 @@ def convert_model(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = (),
 
     if _is_fp16(model):
         raise CCNetError("the model is already FP16: convert the FP32 export instead")
-    if not cca_functions(model) and _has_cca(model):
+    if not cca_functions(model) and cca_nodes(model):
         raise CCNetError("the model has CCA nodes but no function (plugin-only form): export with "
                          "a function (drop --no-function), convert, then strip the function")
     blocked = set(keep_fp32_nodes)
@@ -117,38 +116,28 @@ def _restore_float_outputs(original: onnx.ModelProto, converted: onnx.ModelProto
         out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
 
 
-def _has_cca(model: onnx.ModelProto) -> bool:
-    c = contract()
-    return any(n.op_type == c["op_type"] and n.domain == c["domain"] for n in model.graph.node)
-
-
 def _is_fp16(model: onnx.ModelProto) -> bool:
     return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
 
 
-def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print) -> dict:
+def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print,
+                    verify_image: ImageLike = None) -> dict:
     """Convert an exported FP32 file to FP16 (metadata precision set to "fp16"); returns a report.
 
-    Verification (default): onnx full check, then ONNX Runtime FP16 vs FP32 on a real photo
-    (argmax agreement >= 99%).  The output is written atomically; nothing is left on failure.
+    ``verify_image`` (a path or BGR array; default a synthetic photo) finds the layers that must
+    stay float32 and, with ``verify``, checks the result: onnx full check, then ONNX Runtime FP16
+    vs FP32 argmax agreement >= 99%.  The output is written atomically; nothing is left on
+    failure.
     """
-    from export.metadata import read_metadata, set_metadata
-    from export.to_onnx import FP16_VERIFY_MIN_AGREEMENT, check_output_path, photo_input, write_verified
-
-    if not os.path.isfile(in_path):
-        raise CCNetError(f"ONNX file not found: {in_path}")
-    check_output_path(out_path)
-    try:
-        model = onnx.load(in_path)
-    except Exception as e:
-        raise CCNetError(f"{in_path} is not a readable ONNX file ({str(e)[:120]})") from e
+    check_output_file(out_path, what="FP16 output")
+    model = load_onnx(in_path)
     meta = read_metadata(model)
     if meta.extra.get("precision", "fp32") != "fp32":
         raise CCNetError(f"{in_path} is {meta.extra.get('precision')}: convert an FP32 export")
     contract_in = meta.extra.get("contract", {}).get("input", {})
     shape = contract_in.get("shape", ["batch", 3, "height", "width"])
-    feed_input = photo_input(meta, fixed_hw=tuple(s if isinstance(s, int) else None
-                                                  for s in shape[2:4]))
+    feed_input = photo_input(meta, verify_image,
+                             fixed_hw=tuple(s if isinstance(s, int) else None for s in shape[2:4]))
     if isinstance(shape[0], int):
         feed_input = np.repeat(feed_input, shape[0], axis=0)
     fp16 = convert_model(model, calibration_feed={"input": feed_input}, log=log)
@@ -176,19 +165,3 @@ def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print)
 
     result = write_verified(fp16, out_path, verify_fn, full_check=verify, log=log)
     return {"out": out_path, "verification": result}
-
-
-@cli_main
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx", required=True, help="FP32 ONNX file written by ccnet-export")
-    parser.add_argument("--out", required=True, help="FP16 ONNX file to write")
-    parser.add_argument("--no-verify", action="store_true", help="skip the checks")
-    args = parser.parse_args(argv)
-    convert_to_fp16(args.onnx, args.out, verify=not args.no_verify)
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,14 +5,8 @@ ccnet-build, so per-layer types and formats are present) plus the engine's side 
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from typing import Optional, Sequence
-
-from ccnet.errors import cli_main
-
-from .engine_info import format_shape
+from typing import Optional
 
 
 def _layer_precision(layer: dict) -> str:
@@ -64,47 +58,3 @@ def inspect_engine(engine_path: str, plugins: Optional[str] = None) -> dict:
         runner.close()
     summary["info"] = dataclasses.asdict(runner.info)
     return summary
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ccnet-inspect", description="Print an engine's layers, "
-                                "precisions and whether criss-cross attention runs as the plugin")
-    p.add_argument("engine")
-    p.add_argument("--plugins", help="libccnet_plugins.so (default: $CCNET_PLUGIN_LIB or build/)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
-
-
-@cli_main
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """ccnet-inspect: see ``inspect_engine``."""
-    args = _parser().parse_args(argv)
-    summary = inspect_engine(args.engine, args.plugins)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    info = summary["info"]
-    print(f"engine: {args.engine}  (TensorRT {info['tensorrt_version']}, precision "
-          f"{info['precision']}, version-compatible {info['version_compatible']})")
-    for i, profile in enumerate(info["profiles"]):
-        for name, r in profile.items():
-            print(f"profile {i} {name}: min {format_shape(r['min'])}  opt "
-                  f"{format_shape(r['opt'])}  max {format_shape(r['max'])}")
-    width = max([len(r["name"]) for r in summary["layers"]] + [4])
-    print(f"{'layer':<{width}}  {'type':<20}  output precision")
-    for r in summary["layers"]:
-        print(f"{r['name']:<{width}}  {r['type']:<20}  {r['precision']}")
-    n = summary["cca_plugin_layers"]
-    if n:
-        print(f"CCA: runs as the CrissCrossAttention plugin ({n} layer(s))")
-    elif info.get("cca") == "none":
-        print("CCA: the model has no CrissCrossAttention nodes")
-    else:
-        print("CCA: NOT running as the plugin (inlined standard layers, or fused by TensorRT; "
-              f"build-time status: {info.get('cca')})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -1,26 +1,19 @@
-"""Runners for ONNX Runtime and PyTorch: ``infer(batch) -> logits (or labels)`` plus ``meta``.
-
-Every runner has the same surface:
-
-* ``infer(batch)``: float32 N×3×h×w normalized RGB (numpy) -> numpy N×C×h×w float32 logits, or
-  N×h×w int64 labels for models exported with ``--output labels`` (``output_kind`` says which);
-* ``meta``: the ModelMeta (or None when the file carries none);
-* ``output_kind``: "logits" or "labels"; ``name``: backend name; ``close()``.
-
-The TensorRT runner lives in ``trt_runner.py``.  torch is imported only inside ``TorchRunner``.
-"""
+"""The ONNX Runtime runner (``ccnet.runner.Runner``): an exported CCNet ONNX file behind
+``infer(batch)``.  The PyTorch runner is ``ccnet.inference.TorchRunner``, the TensorRT runner
+lives in ``trt_runner.py``."""
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ccnet.errors import CCNetError, first_line
+from ccnet.files import require_file
 from ccnet.meta import METADATA_KEY, ModelMeta
+from ccnet.runner import Runner
 
 
-class OrtRunner:
+class OrtRunner(Runner):
     """ONNX Runtime session over an exported CCNet ONNX file.
 
     ``device``: "cpu"; "cuda" (CUDAExecutionProvider); "tensorrt" (TensorrtExecutionProvider, with
@@ -38,9 +31,7 @@ class OrtRunner:
         except ImportError:
             raise CCNetError("onnxruntime is not installed: pip install onnxruntime (CPU) or "
                              "onnxruntime-gpu (never both)") from None
-        if not os.path.isfile(model_path):
-            raise CCNetError(f"ONNX model not found: {model_path}")
-        self.path = model_path
+        self.path = require_file(model_path, "ONNX model")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -70,11 +61,11 @@ class OrtRunner:
         self.input_name = inputs[0].name
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.output_name = outputs[0].name
-        self.output_kind = ("labels" if outputs[0].name == "labels"
-                            or "int" in outputs[0].type else "logits")
         custom = self.session.get_modelmeta().custom_metadata_map or {}
-        self.meta: Optional[ModelMeta] = (ModelMeta.from_json(custom[METADATA_KEY])
-                                          if METADATA_KEY in custom else None)
+        super().__init__(ModelMeta.from_json(custom[METADATA_KEY]) if METADATA_KEY in custom
+                         else None,
+                         "labels" if outputs[0].name == "labels" or "int" in outputs[0].type
+                         else "logits")
 
     @staticmethod
     def _providers(ort, device: str, plugins: Optional[str]):
@@ -107,34 +98,5 @@ class OrtRunner:
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
         return out.astype(np.float32, copy=False) if self.output_kind == "logits" else out
 
-    __call__ = infer
-
-    def close(self) -> None:
+    def release(self) -> None:
         self.session = None
-
-
-class TorchRunner:
-    """A PyTorch CCNet (zoo name, built-in name, URL or .pth) behind the runner interface."""
-
-    name = "pytorch"
-    output_kind = "logits"
-
-    def __init__(self, checkpoint: str, config=None, device: str = "cpu"):
-        try:
-            from ccnet.checkpoint import load_model
-            from ccnet.inference import TorchInfer
-        except ImportError as e:
-            raise CCNetError(f"PyTorch is needed for checkpoints ({first_line(e)}): pip install "
-                             "torch, or export the model to ONNX and run that") from None
-        self.path = checkpoint
-        self.model = load_model(checkpoint, config=config, device=device)
-        self.meta: ModelMeta = self.model.meta
-        self._infer = TorchInfer(self.model)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._infer(batch)
-
-    __call__ = infer
-
-    def close(self) -> None:
-        self.model = self._infer = None

@@ -13,9 +13,10 @@ from typing import Optional
 
 import numpy as np
 
-from ccnet.errors import CCNetError
+from ccnet.errors import CCNetError, first_line
 from ccnet.meta import ModelMeta
 from ccnet.processing import Prediction, segment
+from ccnet.runner import Runner
 
 ONNX_EXTS = (".onnx",)
 ENGINE_EXTS = (".engine", ".plan", ".trt")
@@ -40,13 +41,15 @@ def backend_for(model: str) -> str:
     if ext in TORCH_EXTS or _is_model_name(model):
         return "torch"
     if not os.path.exists(model):
+        if not ext and "/" not in model and os.sep not in model:
+            return "torch"  # a model name: the zoo lookup names the closest known one
         raise CCNetError(f"model not found: {model} (give a .onnx, .engine or .pth file, or a zoo "
                          "name)")
     raise CCNetError(f"unsupported model file type {ext or '(none)'!r} for {model}: use .onnx "
                      "(ONNX Runtime), .engine/.plan (TensorRT) or .pth (PyTorch)")
 
 
-def open_runner(model: str, backend: Optional[str] = None, **opts):
+def open_runner(model: str, backend: Optional[str] = None, **opts) -> Runner:
     """The runner for ``model``: ``OrtRunner``, ``TrtRunner`` or ``TorchRunner`` (options go to
     its constructor, e.g. device=, threads=, plugins=, cuda_graph=, config=)."""
     if backend is not None and backend not in BACKENDS:
@@ -60,9 +63,24 @@ def open_runner(model: str, backend: Optional[str] = None, **opts):
         from .trt_runner import TrtRunner
 
         return TrtRunner(model, **opts)
-    from .runners import TorchRunner
+    return open_torch_runner(model, **opts)
 
-    return TorchRunner(model, **opts)
+
+def open_torch_runner(checkpoint: str, config=None, device: str = "cpu") -> Runner:
+    """The PyTorch runner for a checkpoint, zoo/built-in name or URL (needs torch)."""
+    try:
+        from ccnet.checkpoint import load_model
+        from ccnet.inference import TorchRunner
+    except ImportError as e:
+        raise CCNetError(f"PyTorch is needed for checkpoints ({first_line(e)}): pip install "
+                         "torch, or export the model to ONNX and run that") from None
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CCNetError(f"unknown device {device!r}: use cpu or cuda[:N]")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CCNetError(f"device {device!r} requested but CUDA is not available: use cpu")
+    return TorchRunner(load_model(checkpoint, config=config, device=device))
 
 
 class Segmenter:
@@ -78,14 +96,14 @@ class Segmenter:
 
     def __init__(self, model: str, backend: Optional[str] = None,
                  meta: Optional[ModelMeta] = None, **opts):
-        self.runner = open_runner(model, backend, **opts)
+        self.runner: Runner = open_runner(model, backend, **opts)
         self.model = model
         self.meta: ModelMeta = meta or self.runner.meta
         if self.meta is None:
             self.close()
             raise CCNetError(f"{model} carries no ccnet metadata: export it with ccnet-export (or "
                              "pass meta=ModelMeta(...))")
-        if getattr(self.runner, "output_kind", "logits") != "logits":
+        if self.runner.output_kind != "logits":
             self.close()
             raise CCNetError(f"{model} outputs labels, but Segmenter needs logits (resizing back "
                              "to the image and slide windows work on logits): re-export with "
@@ -110,9 +128,8 @@ class Segmenter:
     __call__ = segment
 
     def close(self) -> None:
-        close = getattr(self.runner, "close", None)
-        if close:
-            close()
+        """Release the backend (session, engine, device memory); safe to call twice."""
+        self.runner.close()
 
     def __enter__(self):
         return self

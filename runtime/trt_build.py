@@ -9,12 +9,11 @@ precision.  tensorrt is imported lazily; without it the CLI prints one line and 
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from typing import Dict, Optional, Sequence, Union
 
-from ccnet.errors import CCNetError, cli_main, first_line
+from typing import Dict, Optional, Union
+
+from ccnet.errors import CCNetError
 from ccnet.files import atomic_write
 
 from .engine_info import (EngineInfo, Shape, format_shape, parse_shapes,
@@ -27,27 +26,23 @@ ShapeArg = Optional[Union[Dict[str, Shape], str]]
 
 
 def read_onnx_summary(onnx_path: str) -> dict:
-    """ModelMeta JSON, CCA node count and whether their local function is present, read with
-    the ``onnx`` package when installed (a build box may lack it: then all are None)."""
+    """ModelMeta dict, precision, CCA node count and whether their local function is present,
+    read with the ``onnx`` package when installed (a build box may lack it: then all are None)."""
     summary = {"meta": None, "cca_nodes": None, "has_function": None, "precision": None}
     try:
-        import onnx
+        from export import cca_functions, cca_nodes, load_onnx, read_metadata
     except ImportError:
         return summary
-    from ccnet.meta import METADATA_KEY, ModelMeta
-
+    model = load_onnx(onnx_path, load_external_data=False)
     try:
-        model = onnx.load(onnx_path, load_external_data=False)
-    except Exception as e:
-        raise CCNetError(f"cannot read ONNX model {onnx_path}: {first_line(e, 200)}") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    if METADATA_KEY in props:
-        meta = ModelMeta.from_json(props[METADATA_KEY])
+        meta = read_metadata(model)
+    except CCNetError:
+        meta = None
+    if meta is not None:
         summary["meta"] = meta.to_dict()
         summary["precision"] = meta.extra.get("precision")
-    op = contract()["op_type"]
-    summary["cca_nodes"] = sum(1 for n in model.graph.node if n.op_type == op)
-    summary["has_function"] = any(f.name == op for f in model.functions)
+    summary["cca_nodes"] = len(cca_nodes(model))
+    summary["has_function"] = bool(cca_functions(model))
     return summary
 
 
@@ -283,46 +278,3 @@ def build_engine(onnx_path: str, engine_path: str, min_shapes: ShapeArg = None,
     atomic_write(engine_path, bytes(memoryview(serialized)))
     write_engine_info(engine_path, info)
     return info
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ccnet-build", description="Build a TensorRT engine from a ccnet ONNX (trtexec-style)"
-        "; precision comes from the ONNX (FP32 / FP16 / Q-DQ INT8), the network is strongly typed.")
-    p.add_argument("--onnx", required=True, help="input ONNX (ccnet-export output)")
-    p.add_argument("--saveEngine", required=True, help="output engine; metadata goes to "
-                   "<engine>.json")
-    p.add_argument("--minShapes", help="input:NxCxHxW (trtexec syntax)")
-    p.add_argument("--optShapes", help="input:NxCxHxW")
-    p.add_argument("--maxShapes", help="input:NxCxHxW")
-    p.add_argument("--workspace", type=int, help="workspace memory pool limit in MiB")
-    p.add_argument("--timingCacheFile", help="timing cache to load (if present) and save")
-    p.add_argument("--plugins", "--dynamicPlugins", dest="plugins",
-                   help="libccnet_plugins.so (default: $CCNET_PLUGIN_LIB or build/)")
-    p.add_argument("--builderOptimizationLevel", type=int, help="0..5 (TensorRT default 3)")
-    p.add_argument("--versionCompatible", action="store_true",
-                   help="engine runs on later TensorRT releases of the same major version")
-    p.add_argument("--infoOnly", action="store_true", help="only write <engine>.json (for an "
-                   "engine built by plain trtexec with the same shapes)")
-    p.add_argument("--verbose", action="store_true")
-    return p
-
-
-@cli_main
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """ccnet-build: see ``build_engine``."""
-    args = _parser().parse_args(argv)
-    info = build_engine(args.onnx, args.saveEngine, args.minShapes, args.optShapes,
-                        args.maxShapes, args.workspace, args.timingCacheFile, args.plugins,
-                        args.builderOptimizationLevel, args.versionCompatible, args.verbose,
-                        info_only=args.infoOnly)
-    shapes = "; ".join(f"{n}: {format_shape(r['min'])} .. {format_shape(r['max'])}"
-                       for n, r in info.profiles[0].items())
-    print(f"{'wrote' if not args.infoOnly else 'wrote metadata only:'} "
-          f"{args.saveEngine if not args.infoOnly else args.saveEngine + '.json'} "
-          f"(TensorRT {info.tensorrt_version}, {info.precision}, CCA {info.cca}, {shapes})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

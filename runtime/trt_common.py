@@ -86,16 +86,9 @@ def load_plugin_library(trt, path: str):
 
 def contract() -> dict:
     """The custom-op contract (plugins/cca_op.json)."""
-    try:
-        import plugins
+    import plugins
 
-        return plugins.contract()
-    except (ImportError, AttributeError, OSError):
-        import json
-
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(os.path.join(here, "plugins", "cca_op.json"), encoding="utf-8") as f:
-            return json.load(f)
+    return plugins.contract()
 
 
 def plugin_description(library: Optional[str]) -> Optional[dict]:

@@ -6,8 +6,6 @@ Order of checks, each a one-line error: side file (metadata, TensorRT version, p
 cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``), or pycuda when that is
 what is installed; pinned host buffers; async copies and ``execute_async_v3`` on one stream;
 optional CUDA graph replay when the input shape repeats (video at a fixed size).
-
-Never run here: this environment has no TensorRT (see the README).
 """
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ccnet.errors import CCNetError
-from ccnet.meta import ModelMeta
+from ccnet.runner import Runner
 
 from .engine_info import check_tensorrt_version, find_profile, read_engine_info
 from .trt_common import (import_tensorrt, load_plugin_library, make_logger,
@@ -152,7 +150,7 @@ def _cuda_api():
         raise CCNetError(f"no CUDA Python bindings: {CUDA_HINT}") from None
 
 
-class TrtRunner:
+class TrtRunner(Runner):
     """A TensorRT engine (built by ccnet-build) behind ``infer(batch)``.
 
     ``plugins``: libccnet_plugins.so (default: $CCNET_PLUGIN_LIB or build/); ``cuda_graph``:
@@ -167,8 +165,7 @@ class TrtRunner:
             raise CCNetError(f"engine not found: {engine_path}")
         self.path = engine_path
         self.info = read_engine_info(engine_path)
-        self.meta: Optional[ModelMeta] = self.info.model_meta()
-        self.output_kind = self.info.output_kind
+        super().__init__(self.info.model_meta(), self.info.output_kind)
         trt = import_tensorrt()
         self.trt = trt
         check_tensorrt_version(self.info, tensorrt_version(trt), engine_path)
@@ -253,15 +250,7 @@ class TrtRunner:
         out = out_host.copy()
         return out.astype(np.float32, copy=False) if self.output_kind == "logits" else out
 
-    __call__ = infer
-
-    def close(self) -> None:
+    def release(self) -> None:
         if getattr(self, "cuda", None) is not None:
             self._release()
         self.context = self.engine = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

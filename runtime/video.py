@@ -1,4 +1,4 @@
-"""Video segmentation: a pipelined ``VideoSegmenter`` and the ``ccnet-video`` CLI.
+"""Video segmentation: the pipelined ``VideoSegmenter`` (writing files: ``video_job``).
 
 Three stages run concurrently, joined by bounded queues so memory stays constant however long
 the stream is:
@@ -14,22 +14,21 @@ corrupt frame (None, wrong shape or dtype) is skipped with a warning.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import queue
-import sys
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import cv2
 import numpy as np
 
-from ccnet.errors import CCNetError, cli_main
-from ccnet.files import atomic_output
-from ccnet.processing import check_image, network_logits, overlay, preprocess, restore_size
+from ccnet.errors import CCNetError
+from ccnet.images import check_image
+from ccnet.processing import network_logits, preprocess, restore_size
+from ccnet.visualize import overlay
 
 Source = Union[str, int, Iterable[np.ndarray]]
 _END = object()
@@ -53,7 +52,7 @@ class _Failure:
         self.error = error
 
 
-def _is_url(text: str) -> bool:
+def is_url(text: str) -> bool:
     return "://" in text
 
 
@@ -64,7 +63,7 @@ def open_capture(source: Union[str, int]) -> "cv2.VideoCapture":
         what = f"camera {int(source)}"
     else:
         source = os.fspath(source)
-        if not _is_url(source) and not os.path.isfile(source):
+        if not is_url(source) and not os.path.isfile(source):
             raise CCNetError(f"video not found: {source}")
         cap = cv2.VideoCapture(source)
         what = f"video {source}"
@@ -238,146 +237,3 @@ class VideoSegmenter:
                 w.join(timeout=5)
 
     __call__ = run
-
-
-# ----------------------------------------------------------------------------- CLI
-def _partial_path(path: str) -> str:
-    directory, base = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(base)
-    return os.path.join(directory, f".{stem}.partial{ext or '.mp4'}")
-
-
-def _write_png(path: str, image: np.ndarray) -> None:
-    with atomic_output(path) as tmp:
-        if not cv2.imwrite(tmp, image):
-            raise CCNetError(f"cannot write {path}")
-
-
-def segment_video(model: str, source: Source, output: Optional[str] = None,
-                  labels_dir: Optional[str] = None, max_frames: Optional[int] = None,
-                  show_fps: bool = False, queue_size: int = 4, alpha: float = 0.5,
-                  backend: Optional[str] = None, progress: bool = True, **runner_opts) -> dict:
-    """Segment a video into an overlay video (mp4v) and/or per-frame label PNGs
-    (``labels_dir/000000.png``, source frame index).  Returns a summary dict."""
-    from .segmenter import Segmenter
-
-    if not output and not labels_dir:
-        raise CCNetError("nothing to write: give --output and/or --labels-dir")
-    for path in filter(None, [output]):
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise CCNetError(f"cannot write {path}: folder {directory} does not exist")
-    # Fail before any progress bar or output folder appears (cameras/URLs are checked on open).
-    if (isinstance(source, str) and not _is_url(source) and not source.isdigit()
-            and not os.path.exists(source)):
-        raise CCNetError(f"video not found: {source}")
-    segmenter = Segmenter(model, backend=backend, **runner_opts)
-    video = VideoSegmenter(segmenter, queue_size=queue_size, alpha=alpha,
-                           make_overlay=bool(output))
-    results = video.run(source, max_frames=max_frames)
-    if labels_dir:
-        os.makedirs(labels_dir, exist_ok=True)
-    label_dtype = np.uint8 if segmenter.meta.num_classes <= 256 else np.uint16
-    writer, tmp_video, size = None, None, None
-    totals = {"decode": 0.0, "preprocess": 0.0, "infer": 0.0, "postprocess": 0.0}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_frames or video.frame_count, unit="frame", desc="ccnet-video")
-    start = time.perf_counter()
-    try:
-        for r in results:
-            if labels_dir:
-                _write_png(os.path.join(labels_dir, f"{r.index:06d}.png"),
-                           r.labels.astype(label_dtype))
-            if output:
-                frame = r.overlay
-                if writer is None:
-                    size = (frame.shape[1], frame.shape[0])
-                    tmp_video = _partial_path(output)
-                    writer = cv2.VideoWriter(tmp_video, cv2.VideoWriter_fourcc(*"mp4v"),
-                                             video.fps or 25.0, size)
-                    if not writer.isOpened():
-                        raise CCNetError(f"cannot open a video writer for {output} (mp4v)")
-                if (frame.shape[1], frame.shape[0]) != size:  # iterable sources may vary
-                    frame = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
-                if show_fps:
-                    rate = video.frames_done / max(time.perf_counter() - start, 1e-9)
-                    frame = frame.copy()
-                    cv2.putText(frame, f"{rate:.1f} FPS", (8, 24), cv2.FONT_HERSHEY_SIMPLEX,
-                                0.7, (255, 255, 255), 2, cv2.LINE_AA)
-                writer.write(frame)
-            for k in totals:
-                totals[k] += r.timing.get(k, 0.0)
-            if bar is not None:
-                bar.update(1)
-        elapsed = time.perf_counter() - start
-        if video.frames_done == 0:
-            raise CCNetError(f"no frames could be read from {source}")
-        if writer is not None:
-            writer.release()
-            writer = None
-            os.replace(tmp_video, output)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.release()
-        if tmp_video and os.path.exists(tmp_video):
-            os.remove(tmp_video)
-        segmenter.close()
-    n = video.frames_done
-    return {"frames": n, "skipped": video.frames_skipped, "seconds": elapsed,
-            "fps": n / elapsed if elapsed > 0 else float("inf"), "backend": segmenter.backend,
-            "ms_per_frame": {k: v / n for k, v in totals.items()},
-            "peak_frames_in_flight": video.peak_in_flight, "output": output,
-            "labels_dir": labels_dir}
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ccnet-video", description="Segment a video, camera or "
-                                "stream: overlay video in the model's palette and/or label PNGs.")
-    p.add_argument("--model", required=True, help=".onnx, .engine or .pth file, or a zoo name")
-    p.add_argument("--input", required=True, help="video file, camera index (0) or stream URL")
-    p.add_argument("--output", help="overlay video to write (.mp4, mp4v codec)")
-    p.add_argument("--labels-dir", help="write one label PNG per frame (000000.png, ...)")
-    p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--show-fps", action="store_true", help="draw the running FPS on the video")
-    p.add_argument("--backend", choices=["onnxruntime", "tensorrt", "pytorch"],
-                   help="default: by the model's file type")
-    p.add_argument("--device", help="onnxruntime: auto/cpu/cuda/tensorrt; pytorch: cpu/cuda")
-    p.add_argument("--plugins", help="libccnet_plugins.so for TensorRT engines")
-    p.add_argument("--queue-size", type=int, default=4, help="frames buffered per stage")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-@cli_main
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """ccnet-video: see ``segment_video``."""
-    args = _parser().parse_args(argv)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise CCNetError("--max-frames must be >= 1")
-    opts = {}
-    if args.device:
-        opts["device"] = args.device
-    if args.plugins:
-        opts["plugins"] = args.plugins
-    summary = segment_video(args.model, args.input, args.output, args.labels_dir,
-                            args.max_frames, args.show_fps, args.queue_size, args.alpha,
-                            args.backend, progress=not args.no_progress, **opts)
-    ms = summary["ms_per_frame"]
-    print(f"{summary['frames']} frames ({summary['skipped']} skipped) in "
-          f"{summary['seconds']:.2f} s: {summary['fps']:.2f} FPS on {summary['backend']} "
-          f"(per frame: decode {ms['decode']:.1f} ms, preprocess {ms['preprocess']:.1f} ms, "
-          f"infer {ms['infer']:.1f} ms, postprocess {ms['postprocess']:.1f} ms)")
-    for what, path in (("video", summary["output"]), ("labels", summary["labels_dir"])):
-        if path:
-            print(f"wrote {what}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,14 +29,16 @@ def done(t0: float):
 def run_demo(out: str, photos_dir: str, num_scenes: int = 8, video_frames: int = 24) -> dict:
     """Run every stage; returns the parity report."""
     import ccnet
-    from calib.parity import format_report, parity_report, plot_deltas, write_json
     from calib.quantize import quantize
-    from ccnet.processing import iter_images, load_image, overlay
+    from ccnet.files import write_image
+    from ccnet.images import iter_images, load_image
     from ccnet.synthetic import write_dataset
+    from ccnet.visualize import overlay
     from export.to_fp16 import convert_to_fp16
     from export.to_onnx import export_onnx
     from runtime import Segmenter
-    from runtime.video import segment_video
+    from runtime.parity import format_report, parity_report, plot_deltas, write_json
+    from runtime.video_job import segment_video
 
     os.makedirs(out, exist_ok=True)
     t0 = step("1/6 load the built-in trained model ccnet-demo (PyTorch, CPU)")
@@ -49,8 +51,12 @@ def run_demo(out: str, photos_dir: str, num_scenes: int = 8, video_frames: int =
     t0 = step("2/6 export to ONNX (CrissCrossAttention custom node + local function), FP16")
     fp32_path = os.path.join(out, "ccnet_demo.onnx")
     fp16_path = os.path.join(out, "ccnet_demo_fp16.onnx")
-    export_onnx(model, fp32_path)
-    convert_to_fp16(fp32_path, fp16_path)
+    # Photos only: the data folders also hold label PNGs, which are not inputs.
+    photos = [p for p in iter_images(photos_dir)
+              if os.path.basename(os.path.dirname(p)) == "images"]
+    verify_image = photos[0] if photos else None  # else a synthetic photo-like image
+    export_onnx(model, fp32_path, verify_image=verify_image)
+    convert_to_fp16(fp32_path, fp16_path, verify_image=verify_image)
     done(t0)
 
     t0 = step("3/6 held-out synthetic scenes; INT8 (explicit Q/DQ) calibrated on other scenes")
@@ -73,17 +79,15 @@ def run_demo(out: str, photos_dir: str, num_scenes: int = 8, video_frames: int =
     done(t0)
 
     t0 = step("5/6 overlays of the real photos (ONNX Runtime) and of the held-out scenes")
-    segmenter = Segmenter(fp32_path)
     overlay_dir = os.path.join(out, "overlays")
-    os.makedirs(overlay_dir, exist_ok=True)
-    # Photos only: the data folders also hold label PNGs, which are not inputs.
-    images = [p for p in iter_images(photos_dir) if os.path.basename(os.path.dirname(p)) == "images"]
-    images += list(iter_images(os.path.join(heldout, "images")))
-    for path in images:
-        image = load_image(path)
-        labels = segmenter.segment(image)
-        name = os.path.splitext(os.path.basename(path))[0] + "_overlay.png"
-        cv2.imwrite(os.path.join(overlay_dir, name), overlay(image, labels, meta.palette))
+    images = photos + list(iter_images(os.path.join(heldout, "images")))
+    with Segmenter(fp32_path) as segmenter:
+        for path in images:
+            image = load_image(path)
+            labels = segmenter.segment(image)
+            name = os.path.splitext(os.path.basename(path))[0] + "_overlay.png"
+            write_image(os.path.join(overlay_dir, name), overlay(image, labels, meta.palette),
+                        make_dirs=True)
     print(f"    {len(images)} overlays in {overlay_dir} (the real photos are not street scenes: "
           "the demo model only knows its synthetic classes)")
     done(t0)
@@ -102,7 +106,7 @@ def run_demo(out: str, photos_dir: str, num_scenes: int = 8, video_frames: int =
 
 def _write_sample_video(path: str, scenes_dir: str, frames: int) -> None:
     """A panning clip over the held-out scenes, so consecutive frames differ a little."""
-    from ccnet.processing import iter_images
+    from ccnet.images import iter_images
 
     scenes = [cv2.imread(p) for p in iter_images(scenes_dir)]
     h, w = scenes[0].shape[:2]

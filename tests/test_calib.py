@@ -13,9 +13,10 @@ from onnx import numpy_helper
 
 from ccnet.errors import CCNetError
 
-from conftest import VOC_DIR
+from helpers import VOC_DIR
 
 calib_quantize = pytest.importorskip("calib.quantize")
+from cli.calibrate import main as calibrate_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_cache_round_trip_is_bit_exact(tiny_int8, tiny_onnx, tmp_path):
 
 
 def test_int8_runs_on_onnxruntime(tiny_int8, tiny_onnx, photos):
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
     from runtime import Segmenter
 
     image = load_image(photos[0])
@@ -115,7 +116,7 @@ def test_no_function_writes_plugin_form(tiny_int8, tiny_onnx, tmp_path):
     from runtime import Segmenter
 
     out = str(tmp_path / "plugin_int8.onnx")
-    calib_quantize.main(["--onnx", tiny_onnx, "--cache", tiny_int8[1], "--no-function",
+    calibrate_main(["--onnx", tiny_onnx, "--cache", tiny_int8[1], "--no-function",
                          "--out", out])
     model = onnx.load(out)
     assert len(cca_nodes(model)) == 2 and not cca_functions(model)
@@ -139,7 +140,7 @@ def test_plugin_form_input_is_calibrated_through_its_function(tiny_onnx, tiny_in
 
 # ----------------------------------------------------------------------------- bad input
 def _fails(argv, capsys, match):
-    rc = calib_quantize.main(argv)
+    rc = calibrate_main(argv)
     err = capsys.readouterr().err.strip()
     assert rc != 0 and err.startswith("error:") and len(err.splitlines()) == 1, err
     assert match in err, err
@@ -215,7 +216,7 @@ def test_ort_cpu_target_keeps_cca_float(tiny_int8, tiny_onnx, tmp_path, photos):
     """ort-cpu placement: Conv outputs quantized (ORT QLinearConv), CCA inputs still float."""
     from export.graph import cca_nodes
     from runtime import Segmenter
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
 
     out = str(tmp_path / "ort_int8.onnx")
     report = calib_quantize.quantize(tiny_onnx, out, cache=tiny_int8[1], target="ort-cpu",
@@ -236,7 +237,8 @@ def test_ort_cpu_target_keeps_cca_float(tiny_int8, tiny_onnx, tmp_path, photos):
 
 def test_calibration_batches_follow_inference_preprocessing(tiny_config, voc_images):
     """Whole mode: the test-scale input of ccnet.processing.preprocess; slide mode: its windows."""
-    from ccnet.processing import iter_images, load_image, preprocess
+    from ccnet.images import iter_images, load_image
+    from ccnet.processing import preprocess
 
     meta = tiny_config.meta if not callable(tiny_config.meta) else tiny_config.meta()
     batches, used = calib_quantize.calibration_batches(voc_images, meta, 2)

@@ -11,7 +11,7 @@ from ccnet import CCNetError
 from ccnet.checkpoint import build_model, load_model, read_checkpoint, save_checkpoint
 from ccnet.zoo import ZOO, custom_config, get_config
 
-from conftest import make_checkpoint, randomize_model
+from helpers import make_checkpoint, randomize_model
 
 
 def assert_same_state(model, reference):

@@ -1,4 +1,5 @@
-"""ccnet-predict / ccnet-eval through main(argv) in-process, plus one real subprocess run."""
+"""ccnet predict / ccnet eval through main(argv) in-process, the evaluation loop, plus one real
+subprocess run."""
 from __future__ import annotations
 
 import json
@@ -12,11 +13,15 @@ import pytest
 import torch
 
 from ccnet import processing
-from ccnet.cli import eval_main, evaluate, predict_main
 from ccnet.datasets import open_dataset
+from ccnet.evaluation import evaluate, evaluate_one
+from ccnet.images import load_image
 from ccnet.metrics import IoUAccumulator
+from ccnet.visualize import overlay
+from cli.eval import main as eval_main
+from cli.predict import main as predict_main
 
-from conftest import REPO, VOC_DIR
+from helpers import REPO, VOC_DIR
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +34,7 @@ def expected_prediction(tiny_ckpt, voc_photo):
     from ccnet import load_model, predict
 
     model = load_model(tiny_ckpt)
-    return model, predict(model, processing.load_image(voc_photo))
+    return model, predict(model, load_image(voc_photo))
 
 
 def _one_error_line(capsys):
@@ -58,8 +63,8 @@ def test_predict_overlay(tmp_path, tiny_ckpt, voc_photo, expected_prediction):
     out = tmp_path / "overlay.png"
     assert predict_main(["--ckpt", tiny_ckpt, "--image", voc_photo, "--out", str(out),
                          "--overlay"]) == 0
-    image = processing.load_image(voc_photo)
-    np.testing.assert_array_equal(cv2.imread(str(out)), processing.overlay(
+    image = load_image(voc_photo)
+    np.testing.assert_array_equal(cv2.imread(str(out)), overlay(
         image, expected.labels, model.meta.palette))
 
 
@@ -77,7 +82,7 @@ def test_eval_cli_json(tmp_path, tiny_ckpt, expected_prediction, capsys):
 
     acc = IoUAccumulator(21)
     for image_path, label in open_dataset(VOC_DIR, "voc").head(1):
-        acc.update(predict(model, processing.load_image(image_path)).labels, label)
+        acc.update(predict(model, load_image(image_path)).labels, label)
     expected = acc.compute()
     assert got["num_images"] == 1 and got["dataset"] == "voc"
     assert got["miou"] == pytest.approx(expected["miou"])
@@ -85,28 +90,47 @@ def test_eval_cli_json(tmp_path, tiny_ckpt, expected_prediction, capsys):
     assert len(got["per_class"]) == 21 and got["per_class"][0]["class"] == "background"
 
 
-def test_evaluate_with_any_segment_fn(shared_data):
+def test_evaluation_loop_with_any_segment_fn(shared_data):
     """The loop the runtimes reuse: any callable image -> labels (or an object with .labels)."""
     dataset = open_dataset(VOC_DIR, "folder")
     labels = {p: l for p, l in dataset}
 
     def oracle(image):  # perfect segmenter: looks the label up by image content
         for path, label in labels.items():
-            if np.array_equal(processing.load_image(path), image):
+            if np.array_equal(load_image(path), image):
                 return processing.Prediction(labels=np.where(label == 255, 0, label), logits=None)
         raise AssertionError
 
-    result = evaluate(oracle, dataset, 21, progress=False)
+    result = evaluate_one(oracle, dataset, 21, progress=False)
     assert result["miou"] == 1.0 and result["aacc"] == 1.0 and result["num_images"] == 3
     assert np.isnan(result["iou"][2])  # bicycle: in no image
 
-    result = evaluate(lambda image: np.zeros(image.shape[:2], np.int64), dataset, 21,
-                      progress=False)
+    result = evaluate_one(lambda image: np.zeros(image.shape[:2], np.int64), dataset, 21,
+                          progress=False)
     assert result["iou"][1] == 0.0 and 0 < result["iou"][0] < 1
     from ccnet import CCNetError
 
     with pytest.raises(CCNetError, match="its label"):
-        evaluate(lambda image: np.zeros((3, 3), np.int64), dataset, 21, progress=False)
+        evaluate_one(lambda image: np.zeros((3, 3), np.int64), dataset, 21, progress=False)
+
+
+def test_evaluation_loop_agreement_with_a_reference(shared_data):
+    """Several segmenters in one pass: each gets its own metrics and its pixel agreement with
+    the reference segmenter's labels."""
+    dataset = open_dataset(VOC_DIR, "folder")
+    zeros = lambda image: np.zeros(image.shape[:2], np.int64)  # noqa: E731
+    half = lambda image: np.pad(np.zeros((image.shape[0], image.shape[1] // 2), np.int64),  # noqa: E731
+                                ((0, 0), (0, image.shape[1] - image.shape[1] // 2)),
+                                constant_values=1)
+    results = evaluate({"zeros": zeros, "half": half}, dataset, 21, reference="zeros",
+                       progress=False)
+    assert results["zeros"]["pixel_agreement"] == 1.0
+    widths = [load_image(p).shape[1] for p, _ in dataset]
+    heights = [load_image(p).shape[0] for p, _ in dataset]
+    expected = sum(h * (w // 2) for h, w in zip(heights, widths)) / sum(
+        h * w for h, w in zip(heights, widths))
+    assert results["half"]["pixel_agreement"] == pytest.approx(expected)
+    assert results["zeros"]["num_images"] == results["half"]["num_images"] == 3
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -168,7 +192,7 @@ def test_predict_bad_input(tmp_path, tiny_ckpt, voc_photo, capsys, case, pattern
     ("missing_data", "dataset folder not found"),
 ])
 def test_eval_bad_input(tmp_path, tiny_ckpt, capsys, case, pattern, shared_data):
-    from conftest import ADE_DIR
+    from helpers import ADE_DIR
 
     data, kind = {"layout": (VOC_DIR, "cityscapes"), "classes": (ADE_DIR, "ade20k"),
                   "missing_data": (str(tmp_path / "nope"), "folder")}[case]
@@ -183,13 +207,13 @@ def test_eval_bad_input(tmp_path, tiny_ckpt, capsys, case, pattern, shared_data)
 
 
 def test_outputs_written_all_or_nothing(tmp_path):
-    from ccnet.cli import write_outputs
+    from ccnet.files import commit_together
 
     def fail(path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        write_outputs([(str(tmp_path / "a.png"), lambda p: open(p, "w").close()),
+        commit_together([(str(tmp_path / "a.png"), lambda p: open(p, "w").close()),
                        (str(tmp_path / "b.npy"), fail)])
     assert os.listdir(tmp_path) == []
 
@@ -200,7 +224,7 @@ def test_subprocess_exit_code(tmp_path):
     bad.write_text("not an image")
     out = tmp_path / "out.png"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "ccnet.cli", "predict", "--ckpt", "whatever.pth",
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "predict", "--model", "whatever.pth",
                            "--image", str(bad), "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -11,7 +11,7 @@ from PIL import Image
 from ccnet import CCNetError
 from ccnet.datasets import open_dataset, read_label, reduce_zero_label
 
-from conftest import ADE_DIR, VOC_DIR
+from helpers import ADE_DIR, VOC_DIR
 
 
 def _png(path, array, palette=False):

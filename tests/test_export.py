@@ -1,4 +1,4 @@
-"""export/to_onnx.py: custom CCA node + function, plugin-only and native forms, ORT vs PyTorch,
+"""The ONNX export: custom CCA node + function, plugin-only and native forms, ORT vs PyTorch,
 metadata, bad input.  Each model is exported once per module (exports take ~10-30 s)."""
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ torch = pytest.importorskip("torch")
 
 from ccnet.checkpoint import load_model  # noqa: E402
 from ccnet.meta import METADATA_KEY  # noqa: E402
-from export import cca_functions, cca_nodes, contract, read_metadata  # noqa: E402
-from export.to_onnx import (MAX_REL_LOGIT_ERROR, MIN_AGREEMENT, export_onnx, main,  # noqa: E402
-                            photo_input, write_verified)
+from cli.export import main  # noqa: E402
+from export import cca_functions, cca_nodes, read_metadata  # noqa: E402
+from export.to_onnx import export_onnx  # noqa: E402
+from export.verify import (MAX_REL_LOGIT_ERROR, MIN_AGREEMENT, photo_input,  # noqa: E402
+                           write_verified)
+from helpers import first_photo  # noqa: E402
 
 CONTRACT_JSON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "cca_op.json")
 QUIET = dict(log=lambda *a: None)
+PHOTO = first_photo()
 
 
 def _run(path, x):
@@ -44,7 +48,7 @@ def _inputs(meta, sizes):
     """Real-photo inputs of the given (N, H, W): copies alternate with flips."""
     out = []
     for n, h, w in sizes:
-        x = photo_input(meta, (h, w))
+        x = photo_input(meta, PHOTO, (h, w))
         out.append(np.concatenate([x if i % 2 == 0 else x[..., ::-1] for i in range(n)]).copy())
     return out
 
@@ -58,7 +62,7 @@ def tiny_model(tiny_ckpt):
 @pytest.fixture(scope="module")
 def tiny_plugin(tmp_path_factory, tiny_ckpt):
     path = str(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-    report = export_onnx(tiny_ckpt, path, **QUIET)  # verification on (the default)
+    report = export_onnx(tiny_ckpt, path, verify_image=PHOTO, **QUIET)  # verification on
     return path, report
 
 
@@ -79,7 +83,8 @@ def tiny_native(tmp_path_factory, tiny_model):
 @pytest.fixture(scope="module")
 def r50_export(tmp_path_factory, r50_ckpt):
     path = str(tmp_path_factory.mktemp("onnx") / "r50.onnx")
-    report = export_onnx(r50_ckpt, path, verify_sizes=[(1, 64, 128), (2, 96, 80)], **QUIET)
+    report = export_onnx(r50_ckpt, path, verify_sizes=[(1, 64, 128), (2, 96, 80)],
+                         verify_image=PHOTO, **QUIET)
     return path, report, load_model(r50_ckpt)
 
 
@@ -154,7 +159,8 @@ def test_r50_export(r50_export):
 
 def test_labels_output_fixed_dims(tmp_path, tiny_model):
     path = str(tmp_path / "labels.onnx")
-    export_onnx(tiny_model, path, output="labels", batch=1, height=64, width=96, **QUIET)
+    export_onnx(tiny_model, path, output="labels", batch=1, height=64, width=96,
+                verify_image=PHOTO, **QUIET)
     model = onnx.load(path)
     out = model.graph.output[0]
     assert out.name == "labels" and out.type.tensor_type.elem_type == onnx.TensorProto.INT64
@@ -198,10 +204,6 @@ def test_read_metadata_without_ours(tmp_path):
     onnx.save(onnx.helper.make_model(g, ir_version=10), path)
     with pytest.raises(CCNetError, match="no ccnet metadata"):
         read_metadata(path)
-
-
-def test_contract_comes_from_the_json():
-    assert contract() == json.load(open(CONTRACT_JSON))
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -1,4 +1,4 @@
-"""FP16 export (export_onnx(fp16=True), export/to_fp16.py): strongly typed FP16 with float32
+"""FP16 export (export_onnx(fp16=True), ccnet fp16): strongly typed FP16 with float32
 I/O, CCA node + function kept, runs on ORT CPU, >= 99.5% argmax agreement with PyTorch FP32 on
 the real photos."""
 from __future__ import annotations
@@ -14,10 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxconverter_common")
 
 from ccnet.checkpoint import load_model  # noqa: E402
-from ccnet.processing import load_image, preprocess  # noqa: E402
+from ccnet.images import load_image  # noqa: E402
+from ccnet.processing import preprocess  # noqa: E402
+from cli.fp16 import main as fp16_main  # noqa: E402
 from export import cca_functions, cca_nodes, read_metadata  # noqa: E402
-from export.to_fp16 import main as fp16_main  # noqa: E402
-from export.to_onnx import FP16_MIN_AGREEMENT, export_onnx  # noqa: E402
+from export.to_onnx import export_onnx  # noqa: E402
+from export.verify import FP16_MIN_AGREEMENT  # noqa: E402
+from helpers import first_photo  # noqa: E402
 
 QUIET = dict(log=lambda *a: None)
 
@@ -65,7 +68,7 @@ def diverse_model(tiny_ckpt, photo_inputs):
 @pytest.fixture(scope="module")
 def fp16_export(tmp_path_factory, diverse_model):
     path = str(tmp_path_factory.mktemp("fp16") / "tiny_fp16.onnx")
-    report = export_onnx(diverse_model, path, fp16=True, **QUIET)
+    report = export_onnx(diverse_model, path, fp16=True, verify_image=first_photo(), **QUIET)
     return path, report
 
 
@@ -138,7 +141,7 @@ def test_fp16_trained_model_agrees_on_real_photos(tmp_path, photos):
 
     model = load_model("ccnet-demo")
     path = str(tmp_path / "demo_fp16.onnx")
-    export_onnx(model, path, fp16=True, **QUIET)
+    export_onnx(model, path, fp16=True, verify_image=photos[0], **QUIET)
     segmenter = Segmenter(path)
     agree = total = 0
     for photo in photos:

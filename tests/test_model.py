@@ -73,7 +73,7 @@ def test_forward_shapes(tiny_config, h, w):
 
 def test_forward_equals_manual_encode_decode(tiny_config):
     """forward = decode head on layer4 (CCA applied `recurrence` times) → bilinear resize."""
-    from conftest import randomize_model
+    from helpers import randomize_model
 
     from ccnet.ops import criss_cross_reference
 

@@ -1,4 +1,5 @@
-"""calib.parity: end to end on the real photos, --max-delta failure, trained-model parity."""
+"""The parity report (runtime.parity, ccnet parity): end to end on the real photos, --max-delta
+failure, trained-model parity."""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import VOC_DIR, make_checkpoint
+from helpers import VOC_DIR, make_checkpoint
 
-parity = pytest.importorskip("calib.parity")
+from cli.parity import main as parity_main  # noqa: E402
+from runtime import parity  # noqa: E402
 
 
 def _export(ckpt, out, **kw):
@@ -34,7 +36,7 @@ def tiny_files(tmp_path_factory, tiny_onnx, shared_data):
 def test_parity_cli_on_real_photos(tiny_ckpt, tiny_files, tmp_path, capsys):
     fp32, int8 = tiny_files
     out_json, out_png = tmp_path / "parity.json", tmp_path / "parity.png"
-    rc = parity.main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc", "--onnx", fp32,
+    rc = parity_main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc", "--onnx", fp32,
                       "--onnx-int8", int8, "--json", str(out_json), "--plot", str(out_png),
                       "--max-delta", "100", "--no-progress"])
     text = capsys.readouterr().out
@@ -61,7 +63,7 @@ def labelled_by_model_a(tmp_path_factory, tiny_ckpt, shared_data):
     from PIL import Image
 
     import ccnet
-    from ccnet.processing import iter_images, load_image
+    from ccnet.images import iter_images, load_image
 
     root = tmp_path_factory.mktemp("labelled")
     (root / "images").mkdir()
@@ -82,7 +84,7 @@ def test_max_delta_failure_exits_non_zero(tiny_ckpt, tiny_config, labelled_by_mo
     make_checkpoint(tmp_path / "b.pth", tiny_config, seed=7)
     other = _export(str(tmp_path / "b.pth"), tmp_path / "b.onnx")
     out_json = tmp_path / "p.json"
-    rc = parity.main(["--ckpt", tiny_ckpt, "--data", labelled_by_model_a, "--dataset", "folder",
+    rc = parity_main(["--ckpt", tiny_ckpt, "--data", labelled_by_model_a, "--dataset", "folder",
                       "--onnx", other, "--max-delta", "1", "--json", str(out_json),
                       "--no-progress"])
     captured = capsys.readouterr()
@@ -94,16 +96,16 @@ def test_max_delta_failure_exits_non_zero(tiny_ckpt, tiny_config, labelled_by_mo
 
 
 def test_parity_bad_input(tiny_ckpt, tiny_files, tmp_path, capsys):
-    rc = parity.main(["--ckpt", tiny_ckpt, "--data", str(tmp_path), "--dataset", "voc",
+    rc = parity_main(["--ckpt", tiny_ckpt, "--data", str(tmp_path), "--dataset", "voc",
                       "--onnx", tiny_files[0], "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and len(err.splitlines()) == 1
-    rc = parity.main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc",
+    rc = parity_main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc",
                       "--no-progress"])
     assert rc == 2 and "nothing to compare" in capsys.readouterr().err
     engine = tmp_path / "model.engine"  # no TensorRT here: the runner must say so in one line
     engine.write_bytes(b"not an engine")
-    rc = parity.main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc",
+    rc = parity_main(["--ckpt", tiny_ckpt, "--data", VOC_DIR, "--dataset", "voc",
                       "--engine", str(engine), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
@@ -115,11 +117,8 @@ CALIB_SEED = 800_000
 
 
 def _demo_checkpoint():
-    try:
-        from ccnet.zoo import BUILTIN
-        import ccnet.demo  # noqa: F401  (registers ccnet-demo)
-    except ImportError:
-        return None
+    from ccnet.zoo import BUILTIN
+
     entry = BUILTIN.get("ccnet-demo")
     return entry[1] if entry and os.path.isfile(entry[1]) else None
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ccnet import processing
+from ccnet import images, processing, visualize
 from ccnet.meta import ModelMeta
 from ccnet.zoo import get_config
 
@@ -47,7 +47,7 @@ def test_preprocess_real_photos(photos, scale):
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         rgb = resized[:, :, [2, 1, 0]].astype(np.float32)
         expected = ((rgb - MEAN) / STD).transpose(2, 0, 1)[None]
-        got = processing.preprocess(processing.load_image(path), meta, scale)
+        got = processing.preprocess(images.load_image(path), meta, scale)
         assert got.dtype == np.float32 and got.shape == (1, 3, new_h, new_w)
         np.testing.assert_array_equal(got, expected)
 
@@ -181,10 +181,10 @@ def test_predict_real_photo_equals_direct_torch_pipeline(photos, tiny_ckpt):
 def test_colorize_and_overlay():
     palette = [(255, 0, 0), (0, 255, 0)]
     labels = np.array([[0, 1], [255, 1]])
-    color = processing.colorize(labels, palette)
+    color = visualize.colorize(labels, palette)
     assert color.tolist() == [[[0, 0, 255], [0, 255, 0]], [[0, 0, 0], [0, 255, 0]]]  # BGR
     image = np.full((2, 2, 3), 100, np.uint8)
-    blended = processing.overlay(image, labels, palette, alpha=0.5)
+    blended = visualize.overlay(image, labels, palette, alpha=0.5)
     assert blended.shape == image.shape and blended[0, 0].tolist() == [50, 50, 178]
 
 
@@ -194,10 +194,10 @@ def test_bad_images(tmp_path):
     text = tmp_path / "photo.png"
     text.write_text("not an image")
     with pytest.raises(CCNetError, match="cannot read image"):
-        processing.load_image(str(text))
+        images.load_image(str(text))
     with pytest.raises(CCNetError, match="image not found"):
-        processing.load_image(str(tmp_path / "none.jpg"))
+        images.load_image(str(tmp_path / "none.jpg"))
     with pytest.raises(CCNetError, match="uint8"):
-        processing.check_image(np.zeros((4, 4, 3), np.float32))
+        images.check_image(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(CCNetError, match="H×W×3"):
-        processing.check_image(np.zeros((4, 4), np.uint8))
+        images.check_image(np.zeros((4, 4), np.uint8))

@@ -26,7 +26,7 @@ def _tensorrt_installed() -> bool:
 
 # ----------------------------------------------------------------------------- parity
 def test_ort_and_torch_agree_through_segmenter(tiny_onnx, tiny_ckpt, photos):
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
     from runtime import Segmenter
 
     ort_seg, torch_seg = Segmenter(tiny_onnx), Segmenter(tiny_ckpt)
@@ -45,7 +45,7 @@ def test_ort_and_torch_agree_through_segmenter(tiny_onnx, tiny_ckpt, photos):
 
 def test_slide_mode_metadata_agrees(tiny_onnx, tiny_ckpt, photos):
     """Slide windows (overlapping crops, averaged logits) through both runners."""
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
     from runtime import Segmenter
 
     ort_seg = Segmenter(tiny_onnx)
@@ -240,18 +240,19 @@ def test_engine_without_tensorrt_is_one_line(tiny_onnx, tmp_path):
 
 @pytest.mark.skipif(_tensorrt_installed(), reason="checks the TensorRT-missing path")
 def test_build_and_inspect_clis_without_tensorrt(tiny_onnx, tmp_path, capsys):
-    from runtime import inspect_engine, trt_build
+    from cli.build import main as build_main
+    from cli.inspect import main as inspect_main
 
     engine = tmp_path / "model.engine"
-    rc = trt_build.main(["--onnx", tiny_onnx, "--saveEngine", str(engine),
+    rc = build_main(["--onnx", tiny_onnx, "--saveEngine", str(engine),
                          "--optShapes", "input:1x3x256x256"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: TensorRT is not installed") and err.count("\n") == 1
     assert not os.listdir(tmp_path)  # nothing half-written
-    assert trt_build.main(["--onnx", str(tmp_path / "nope.onnx"), "--saveEngine",
+    assert build_main(["--onnx", str(tmp_path / "nope.onnx"), "--saveEngine",
                            str(engine)]) == 2
     assert "ONNX model not found" in capsys.readouterr().err
-    assert inspect_engine.main([str(engine)]) == 2
+    assert inspect_main([str(engine)]) == 2
     assert "engine not found" in capsys.readouterr().err
 
 

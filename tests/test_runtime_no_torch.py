@@ -7,9 +7,7 @@ import os
 import subprocess
 import sys
 
-
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO
 
 SCRIPT = r"""
 import importlib.abc, sys
@@ -30,7 +28,7 @@ except ImportError:
 import numpy as np
 import runtime
 from ccnet.errors import CCNetError
-from ccnet.processing import load_image
+from ccnet.images import load_image
 from runtime import Segmenter, VideoSegmenter
 
 onnx_path, photo = sys.argv[1], sys.argv[2]

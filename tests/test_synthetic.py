@@ -42,12 +42,14 @@ def test_ignore_border_marks_object_outlines():
     assert np.array_equal(bordered[~ignored], plain[~ignored])
 
 
-def test_write_dataset_folder_layout(tmp_path):
+def test_write_dataset_writes_the_folder_layout(tmp_path):
     root = write_dataset(str(tmp_path / "synth"), 3, seed=10, size=SIZE)
     stems = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(root, "images")))
     assert stems == ["scene_000010", "scene_000011", "scene_000012"]
     assert sorted(os.listdir(os.path.join(root, "labels"))) == [s + ".png" for s in stems]
-    assert not [f for f in os.listdir(os.path.join(root, "images")) if f.endswith(".tmp")]
+    # every file is complete: no temp file of the atomic writer is left beside them
+    assert not [f for d in ("images", "labels") for f in os.listdir(os.path.join(root, d))
+                if f.startswith(".tmp-")]
     dataset = open_dataset(root, "folder")
     assert len(dataset) == 3
     label = read_label(dataset.pairs[1][1])

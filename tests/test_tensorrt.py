@@ -11,7 +11,7 @@ import pytest
 
 from ccnet.errors import CCNetError
 
-from conftest import export_tiny_onnx
+from helpers import export_tiny_onnx
 
 pytestmark = pytest.mark.tensorrt
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install tensorrt, "
@@ -54,7 +54,7 @@ def test_side_file_and_inspector(engine):
 
 
 def test_trt_matches_onnxruntime_on_photos(engine, tiny_onnx, photos):
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
     from runtime import Segmenter
 
     trt_seg, ort_seg = Segmenter(engine), Segmenter(tiny_onnx, device="cpu")
@@ -94,7 +94,7 @@ def test_missing_plugin_library_names_the_flag(engine, tmp_path):
 
 
 def test_fp16_engine_agrees(tmp_path_factory, tiny_ckpt, plugin_library, photos):
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
     from runtime import Segmenter, build_engine
 
     onnx_fp16 = export_tiny_onnx(tmp_path_factory, tiny_ckpt, "tiny_fp16.onnx", fp16=True)

@@ -8,7 +8,8 @@ import torch
 import ccnet
 from ccnet.checkpoint import load_model, read_checkpoint
 from ccnet.synthetic import CLASSES, PALETTE, make_scene, write_dataset
-from ccnet.train import main, poly_lr, train
+from ccnet.train import poly_lr, train
+from cli.train import main
 from ccnet.zoo import BUILTIN, custom_config
 
 

@@ -28,7 +28,7 @@ def segmenter(tiny_onnx):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, photos):
     """A 20-frame mp4v clip cycling through the real photos at 128x96, and its decoded frames."""
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
 
     path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
     images = [cv2.resize(load_image(p), (W, H), interpolation=cv2.INTER_AREA) for p in photos]
@@ -79,16 +79,16 @@ def test_video_labels_equal_per_frame_segmenter(segmenter, clip):
 
 def test_ccnet_video_cli_writes_video_and_label_pngs(tiny_onnx, segmenter, clip, tmp_path,
                                                      capsys, monkeypatch):
-    import runtime.segmenter
-    from runtime import video as video_mod
+    import runtime.video_job
+    from cli.video import main as video_main
 
     path, decoded = clip
     # The CLI builds its own Segmenter; give it the same small-scale metadata as the fixture.
-    real = runtime.segmenter.Segmenter
-    monkeypatch.setattr(runtime.segmenter, "Segmenter",
+    real = runtime.video_job.Segmenter
+    monkeypatch.setattr(runtime.video_job, "Segmenter",
                         lambda model, **kw: real(model, meta=segmenter.meta, **kw))
     out, labels_dir = str(tmp_path / "out.mp4"), str(tmp_path / "labels")
-    rc = video_mod.main(["--model", tiny_onnx, "--input", path, "--output", out,
+    rc = video_main(["--model", tiny_onnx, "--input", path, "--output", out,
                          "--labels-dir", labels_dir, "--show-fps", "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -106,7 +106,7 @@ def test_ccnet_video_cli_writes_video_and_label_pngs(tiny_onnx, segmenter, clip,
 def test_memory_stays_bounded_over_300_frames(segmenter, photos):
     """The source is consumed only as fast as results are taken: frames alive (produced by the
     source, not yet handed out) never exceed the pipeline bound, measured from outside."""
-    from ccnet.processing import load_image
+    from ccnet.images import load_image
     from runtime import VideoSegmenter
 
     small = cv2.resize(load_image(photos[0]), (64, 48), interpolation=cv2.INTER_AREA)
@@ -163,8 +163,8 @@ def test_early_stop_ends_worker_threads(segmenter, clip):
 
 
 def test_video_that_cannot_be_opened(segmenter, tmp_path, tiny_onnx, capsys):
+    from cli.video import main as video_main
     from runtime import VideoSegmenter
-    from runtime import video as video_mod
 
     with pytest.raises(CCNetError, match="video not found"):
         next(VideoSegmenter(segmenter).run(str(tmp_path / "missing.mp4")))
@@ -173,9 +173,9 @@ def test_video_that_cannot_be_opened(segmenter, tmp_path, tiny_onnx, capsys):
     with pytest.raises(CCNetError, match="cannot open video"):
         next(VideoSegmenter(segmenter).run(str(junk)))
     out = tmp_path / "out.mp4"
-    rc = video_mod.main(["--model", tiny_onnx, "--input", str(junk), "--output", str(out),
+    rc = video_main(["--model", tiny_onnx, "--input", str(junk), "--output", str(out),
                          "--no-progress"])
     assert rc == 2 and "cannot open video" in capsys.readouterr().err
     assert not out.exists() and not [f for f in os.listdir(tmp_path) if "partial" in f]
-    assert video_mod.main(["--model", tiny_onnx, "--input", str(junk)]) == 2
+    assert video_main(["--model", tiny_onnx, "--input", str(junk)]) == 2
     assert "nothing to write" in capsys.readouterr().err

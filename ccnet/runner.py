@@ -1,0 +1,58 @@
+"""The runner interface every backend implements (PyTorch, ONNX Runtime, TensorRT).
+
+A runner owns one loaded network and runs its forward pass on preprocessed batches; the
+pre/post-processing around it is shared (``ccnet.processing``).  Modelled on Polygraphy's
+``BaseRunner``: ``infer`` plus deterministic resource release through ``close`` or a ``with``
+block, never through ``__del__``.  Torch-free.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Optional
+
+import numpy as np
+
+from .meta import ModelMeta
+
+OUTPUT_KINDS = ("logits", "labels")
+
+
+class Runner(abc.ABC):
+    """One network behind ``infer(batch)``.
+
+    ``infer``: float32 N×3×h×w normalized RGB batch (numpy) → numpy N×C×h×w float32 logits, or
+    an N×h×w label map for files exported with labels as their output (``output_kind`` says
+    which).  ``meta``: the model's :class:`ModelMeta` (None when the file carries none).
+    """
+
+    #: backend name shown in reports ("pytorch", "onnxruntime", "tensorrt")
+    name: str = "runner"
+
+    def __init__(self, meta: Optional[ModelMeta], output_kind: str = "logits"):
+        if output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
+        self.meta = meta
+        self.output_kind = output_kind
+        self.closed = False
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The network pass on one preprocessed batch."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.infer(batch)
+
+    def release(self) -> None:
+        """Free what the backend holds (sessions, device memory); called once by ``close``."""
+
+    def close(self) -> None:
+        """Release the backend's resources; calling it again does nothing."""
+        if not self.closed:
+            self.closed = True
+            self.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,58 @@
+"""Argument groups shared by the commands, so one flag means one thing everywhere."""
+from __future__ import annotations
+
+import argparse
+
+from ccnet.datasets import DATASET_KINDS
+
+MODEL_FORMS = "a .pth checkpoint, zoo or built-in name, URL, .onnx or .engine file"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def add_model(parser: argparse.ArgumentParser, help: str = MODEL_FORMS,
+              aliases=("--ckpt",)) -> None:
+    """``--model`` (aliases kept for older command lines)."""
+    parser.add_argument("--model", *aliases, dest="model", required=True, help=help)
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help="zoo name whose architecture to use for a checkpoint (default: the "
+                             "zoo row of --model, or inferred from the checkpoint's tensors)")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None,
+                        help="pytorch: cpu (default) or cuda[:N]; onnxruntime: auto, cpu, cuda "
+                             "or tensorrt")
+
+
+def add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="dataset root folder")
+    parser.add_argument("--dataset", required=True, choices=DATASET_KINDS, help="dataset layout")
+    parser.add_argument("--max-images", type=positive_int, default=None,
+                        help="evaluate only the first N images")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def runner_options(args: argparse.Namespace) -> dict:
+    """Backend options from the shared flags (only those given)."""
+    options = {}
+    for name in ("device", "config", "plugins"):
+        value = getattr(args, name, None)
+        if value:
+            options[name] = value
+    return options

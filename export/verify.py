@@ -1,0 +1,159 @@
+"""Checks every exported file passes before it is written: ONNX full check, then ONNX Runtime
+against PyTorch (or FP16 against FP32) on a photo-sized input.  Shared by the FP32 export and the
+FP16 conversion; a file that fails is never left behind."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnx
+
+from ccnet.errors import CCNetError, first_line
+from ccnet.files import atomic_output
+from ccnet.meta import ModelMeta
+
+from .graph import register_schema
+
+# FP32 file vs PyTorch: logits within this fraction of the largest |logit|, and argmax equal on
+# nearly every pixel.
+MAX_REL_LOGIT_ERROR = 1e-4
+MIN_AGREEMENT = 0.9999
+# FP16 on real photos (tests/test_fp16.py holds the trained model to this).
+FP16_MIN_AGREEMENT = 0.995
+# The export-time gate for FP16 is looser: it refuses broken conversions, while random-weight
+# models with tiny argmax margins land at ~99.5% (see bench/RESULTS.md) and must not flap.
+FP16_VERIFY_MIN_AGREEMENT = 0.99
+# Verification runs PyTorch and ORT on an input at the model's test scale, capped so an R50 at
+# Cityscapes scale (1024×2048) verifies in seconds, not minutes, on a small CPU.
+VERIFY_MAX_SIDE = 512
+# Smallest input side: output stride 8 leaves a 2×2 feature map, the least on which criss-cross
+# attention attends to anything but the pixel's own row.
+MIN_SIZE = 16
+
+ImageLike = Union[None, str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- inputs
+def synthetic_photo(height: int = 480, width: int = 640) -> np.ndarray:
+    """A deterministic photo-like BGR image (smooth gradients and a block) for verification
+    when the caller gives no photo."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], -1)
+    img[height // 4: height // 2, width // 3: width // 2] = (30, 200, 90)
+    return img.astype(np.uint8)
+
+
+def _photo(image: ImageLike) -> np.ndarray:
+    from ccnet.images import check_image, load_image
+
+    if image is None:
+        return synthetic_photo()
+    return check_image(load_image(image) if isinstance(image, str) else image)
+
+
+def photo_input(meta: ModelMeta, image: ImageLike = None,
+                fixed_hw: Tuple[Optional[int], Optional[int]] = (None, None),
+                max_side: Optional[int] = VERIFY_MAX_SIDE, ratio: float = 1.0) -> np.ndarray:
+    """``image`` (a path, a BGR array, or None for a synthetic photo) as network input 1×3×h×w
+    at the model's test scale (× ``ratio``), capped to ``max_side``; fixed dims force that size."""
+    import cv2
+
+    from ccnet.processing import normalize, rescale_size
+
+    photo = _photo(image)
+    h0, w0 = photo.shape[:2]
+    w, h = rescale_size(w0, h0, [int(s * ratio) for s in meta.test_scale])
+    if max_side and max(h, w) > max_side:
+        f = max_side / max(h, w)
+        h, w = max(1, round(h * f)), max(1, round(w * f))
+    h, w = fixed_hw[0] or h, fixed_hw[1] or w
+    return normalize(cv2.resize(photo, (w, h), interpolation=cv2.INTER_LINEAR), meta)[None]
+
+
+def batch_of(x: np.ndarray, n: int) -> np.ndarray:
+    """n images from one: the copies alternate with horizontal flips so they differ."""
+    return np.concatenate([x if i % 2 == 0 else x[:, :, :, ::-1] for i in range(n)]).copy()
+
+
+def verification_inputs(meta: ModelMeta, batch, height, width, image: ImageLike = None,
+                        sizes: Optional[Sequence[Tuple[int, int, int]]] = None) -> List[np.ndarray]:
+    """Inputs to compare ORT and PyTorch on: the photo at the test scale and (dynamic dims) a
+    second, odd size with batch 2; or the explicit (N, H, W) ``sizes``."""
+    photo = _photo(image)
+    if sizes:
+        return [batch_of(photo_input(meta, photo, (h, w)), n) for n, h, w in sizes]
+    first = photo_input(meta, photo, (height, width))
+    inputs = [batch_of(first, batch or 1)]
+    if height is None or width is None or batch is None:
+        _, _, h, w = first.shape
+        # Not a multiple of 8, at a different aspect ratio.
+        h2 = height or max(MIN_SIZE, h * 3 // 4 + 3)
+        w2 = width or max(MIN_SIZE, w * 2 // 3 + 5)
+        inputs.append(batch_of(photo_input(meta, photo, (h2, w2)), batch or 2))
+    return inputs
+
+
+# ----------------------------------------------------------------------------- checks
+def write_verified(model: onnx.ModelProto, out: str, verify_fn: Callable[[str], object],
+                   full_check: bool = True, log: Callable = print):
+    """Save to a temp file beside ``out``, run the onnx full check and ``verify_fn(tmp)``, then
+    move it into place; on any failure nothing is left and the error says which check failed."""
+    register_schema()  # the checker needs the custom op's schema (plugin-only form)
+    with atomic_output(out) as tmp:
+        onnx.save(model, tmp)
+        if full_check:
+            try:
+                onnx.checker.check_model(tmp, full_check=True)
+            except Exception as e:
+                raise CCNetError(f"verification failed: onnx.checker full check: "
+                                 f"{first_line(e)}") from e
+            log("onnx.checker full check: ok")
+        return verify_fn(tmp)
+
+
+def compare(expected: np.ndarray, got: np.ndarray, labels: bool) -> dict:
+    """Max abs logit error, the largest |logit| and argmax agreement of two outputs."""
+    if labels:
+        return {"agreement": float((expected == got).mean())}
+    err = float(np.abs(expected.astype(np.float64) - got).max())
+    return {"max_abs_error": err, "max_abs_logit": float(np.abs(expected).max()),
+            "agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
+
+
+def check_comparison(result: dict, shape, labels: bool, fp16: bool) -> None:
+    """Raise CCNetError when a comparison misses the limits above."""
+    min_agreement = FP16_VERIFY_MIN_AGREEMENT if fp16 else MIN_AGREEMENT
+    if result["agreement"] < min_agreement:
+        raise CCNetError(f"verification failed: argmax agreement {result['agreement'] * 100:.3f}%"
+                         f" < {min_agreement * 100:.2f}% at input {tuple(shape)}")
+    if not labels and not fp16 and \
+            result["max_abs_error"] > MAX_REL_LOGIT_ERROR * result["max_abs_logit"]:
+        raise CCNetError(f"verification failed: max abs logit error {result['max_abs_error']:.3g}"
+                         f" > {MAX_REL_LOGIT_ERROR:g} × max|logit| at input {tuple(shape)}")
+
+
+def verify_against_torch(runnable: onnx.ModelProto, module, inputs: List[np.ndarray],
+                         labels: bool, fp16: bool, log: Callable = print) -> List[dict]:
+    """Run ORT CPU and PyTorch on each input; raise CCNetError if a limit is missed."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(runnable.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    results = []
+    for x in inputs:
+        with torch.inference_mode():
+            expected = module(torch.from_numpy(x)).numpy()
+        got = session.run(None, {"input": x})[0]
+        if got.shape != expected.shape:
+            raise CCNetError(f"verification failed: ONNX Runtime output shape {got.shape} != "
+                             f"PyTorch {expected.shape} for input {x.shape}")
+        r = {"shape": list(x.shape), **compare(expected, got, labels)}
+        results.append(r)
+        what = "fp16 vs PyTorch fp32" if fp16 else "vs PyTorch"
+        err = (f"max abs logit error {r['max_abs_error']:.3g} (max |logit| "
+               f"{r['max_abs_logit']:.3g}), " if not labels else "")
+        log(f"verify ORT CPU {what} {tuple(x.shape)}: {err}argmax agreement "
+            f"{r['agreement'] * 100:.3f}%")
+        check_comparison(r, x.shape, labels, fp16)
+    return results

@@ -1,0 +1,67 @@
+"""Shared test helpers: where the real photos are, and small models written by our own code."""
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("CCNET_SHARED_DATA",
+                             os.path.join(os.path.dirname(REPO), "shared", "data"))
+VOC_DIR = os.path.join(SHARED_DATA, "voc_samples", "deeplabv3plus_pytorch")
+ADE_DIR = os.path.join(SHARED_DATA, "ade20k_samples")
+
+
+def real_photos():
+    """Paths of the real photos in the shared data folder (VOC + ADE20K)."""
+    from ccnet.images import iter_images
+
+    photos = list(iter_images(os.path.join(VOC_DIR, "images")))
+    photos += list(iter_images(os.path.join(ADE_DIR, "images")))
+    return photos
+
+
+def first_photo():
+    """One real photo (path), or None when the shared data folder is absent."""
+    photos = real_photos() if os.path.isdir(SHARED_DATA) else []
+    return photos[0] if photos else None
+
+
+def randomize_model(model, seed: int = 0):
+    """Give a fresh CCNet non-trivial weights: random BN statistics and a non-zero CCA gamma
+    (a fresh CCA has gamma=0 and would be the identity, hiding the attention from tests)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                c = module.num_features
+                module.weight.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)
+                module.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+                module.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)
+        model.decode_head.cca.gamma.scale.fill_(0.7)
+    return model.eval()
+
+
+def make_checkpoint(path, config, seed: int = 0):
+    """Write a randomly initialised CCNet for ``config`` in mmseg's layout; returns the model."""
+    import torch
+
+    from ccnet.checkpoint import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = randomize_model(build_model(config), seed)
+    save_checkpoint(model, str(path))
+    return model
+
+
+def export_tiny_onnx(tmp_path_factory, ckpt: str, name: str = "tiny.onnx", **kwargs) -> str:
+    """Export a checkpoint once per session (cached by file name under pytest's base temp)."""
+    from export.to_onnx import export_onnx
+
+    folder = tmp_path_factory.getbasetemp() / "runtime_onnx"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        export_onnx(ckpt, str(path), verify=False, log=lambda *a: None, **kwargs)
+    return str(path)
