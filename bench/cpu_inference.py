@@ -4,7 +4,7 @@
 
 Models: R50-D8 Cityscapes at 1×3×512×1024 and the small depth-18 model at its test size
 (1×3×256×512); random weights (latency does not depend on them).  Prints a table and writes
-JSON.  Target (issue 3): ONNX Runtime FP32 >= 1.3× faster than PyTorch eager.
+JSON.  Target: ONNX Runtime FP32 >= 1.3× faster than PyTorch eager.
 """
 from __future__ import annotations
 

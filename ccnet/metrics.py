@@ -1,4 +1,4 @@
-"""mIoU / aAcc / mAcc exactly as mmseg's IoUMetric (spec §3.4).  Torch-free (numpy only).
+"""mIoU / aAcc / mAcc exactly as mmseg's IoUMetric (docs/mmseg-inference.md).  Torch-free.
 
 Per image the pixels with ``gt == ignore_index`` are dropped, then the intersect / prediction /
 label histograms (``num_classes`` bins) are **summed over the whole dataset** before any ratio is

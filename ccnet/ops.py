@@ -14,7 +14,8 @@ OP_NAME = "ccnet::criss_cross_attention"
 
 
 def criss_cross_reference(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-    """Reference criss-cross attention (spec §2.4), any float dtype, softmax in float32+.
+    """Reference criss-cross attention (docs/mmseg-inference.md), any float dtype, softmax in
+    float32 or wider.
 
     query, key: N×Cq×H×W; value: N×C×H×W -> N×C×H×W.  Each pixel attends to its column
     (itself excluded: -inf) and its row (itself included) through ONE softmax over H+W logits.
