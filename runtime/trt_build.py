@@ -226,7 +226,11 @@ def engine_config(trt, ranges: dict, options: BuildOptions, library: Optional[st
 def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,
                  log=print, **option_fields) -> EngineInfo:
     """Build ``engine_path`` from ``onnx_path`` and write ``engine_path + '.json'``; returns the
-    EngineInfo written.  Options come as a BuildOptions and/or its fields as keywords."""
+    EngineInfo written.  Options come as a BuildOptions and/or its fields as keywords.
+
+    The engine bytes come from polygraphy's EngineBytesFromNetwork; they are written together
+    with the side file (``commit_together``) rather than by polygraphy's SaveEngine, which
+    needs a deserialized engine and writes in place: a failure leaves neither file."""
     options = dataclasses.replace(options or BuildOptions(), **option_fields)
     options.check()
     require_file(onnx_path, "ONNX model")

@@ -75,7 +75,7 @@ def load_plugin_library(registry, path: str) -> None:
         return
     loaded = registry.load_library(path) is not None
     if registry.get_creator(*key) is None:
-        why = ("it registers no CrissCrossAttention/{1}/{2} creator".format(*key) if loaded
+        why = ("it registers no {0}/{1}/{2} creator".format(*key) if loaded
                else "see the log above; it must be built against this TensorRT and its CUDA "
                     "major version")
         raise CCNetError(f"TensorRT could not load plugin library {path} ({why}): "

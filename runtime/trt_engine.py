@@ -17,8 +17,8 @@ def engine_runtime(engine_path: str, plugins: Optional[str] = None) -> Tuple[obj
     """(``trt.Runtime`` ready to deserialize ``engine_path``, its side file).
 
     Checks, in order: the side file, ``import tensorrt``, TensorRT's compatibility rules, the
-    plugin library registered in the runtime's own plugin registry (trtexec does the same for
-    ``--dynamicPlugins``; a lean runtime inside a version-compatible engine has its own)."""
+    plugin library registered in the runtime's plugin registry (``IRuntime::getPluginRegistry``,
+    where trtexec loads ``--dynamicPlugins`` before deserializing)."""
     require_file(engine_path, "engine")
     info = read_engine_info(engine_path)
     trt = import_tensorrt()
