@@ -17,9 +17,6 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["FakeCudaRuntime", "make_tensorrt", "EngineSpec"]
-
-
 # ============================================================================ CUDA runtime
 def _value(arg):
     """The integer behind a ctypes argument (c_void_p, c_int, c_size_t) or a plain int."""
