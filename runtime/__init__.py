@@ -20,7 +20,7 @@ _LAZY = {
     "OrtRunner": "runners", "TrtRunner": "trt_runner",
     "VideoSegmenter": "video", "FrameResult": "video", "segment_video": "video_job",
     "predict_to_files": "predict", "parity_report": "parity",
-    "build_engine": "trt_build",
+    "build_engine": "trt_build", "BuildOptions": "trt_build", "compare_engine": "trt_compare",
     "EngineInfo": "engine_info", "read_engine_info": "engine_info",
 }
 

@@ -85,7 +85,8 @@ def write_engine_info(engine_path: str, info: EngineInfo) -> str:
 
 
 # ----------------------------------------------------------------------------- checks
-def _version_tuple(version: str) -> Tuple[int, ...]:
+def version_tuple(version: str) -> Tuple[int, ...]:
+    """``"10.14.1.48"`` -> (10, 14, 1, 48); stops at the first part that is not a number."""
     parts = []
     for p in str(version).split("."):
         digits = "".join(ch for ch in p if ch.isdigit())
@@ -95,19 +96,42 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(parts)
 
 
+# TensorRT's engine compatibility rules (developer guide, "Version Compatibility"; support
+# matrix, "Engine Portability"): a plain engine runs only on the release that built it; a
+# version-compatible one (built by 8.6 or later) also runs on later releases of its major
+# version, and across majors only 8 -> 9, 8 -> 10 and 10 -> 11; no release runs an engine built
+# by a later one.
+VERSION_COMPATIBLE_SINCE = (8, 6)
+CROSS_MAJOR = {(8, 9), (8, 10), (10, 11)}
+
+
+def incompatibility(info: EngineInfo, installed: str) -> Optional[str]:
+    """The TensorRT rule that keeps ``installed`` from running the engine, or None."""
+    built, here = version_tuple(info.tensorrt_version)[:3], version_tuple(installed)[:3]
+    if built == here:
+        return None
+    if not info.version_compatible:
+        return ("an engine built without --versionCompatible runs only on the TensorRT release "
+                "that built it")
+    if here < built:
+        return "no TensorRT release runs an engine built by a later one"
+    if built[:2] < VERSION_COMPATIBLE_SINCE:
+        return "version compatibility starts with engines built by TensorRT 8.6"
+    if built[0] != here[0] and (built[0], here[0]) not in CROSS_MAJOR:
+        return ("version-compatible engines cross major versions only from 8 to 9 or 10 and "
+                "from 10 to 11")
+    return None
+
+
 def check_tensorrt_version(info: EngineInfo, installed: str, engine_path: str = "engine") -> None:
-    """Refuse an engine built by another TensorRT version (unless built version-compatible and
-    run by a same-major, not older TensorRT), naming both versions and the fix."""
-    built = info.tensorrt_version
-    b, i = _version_tuple(built), _version_tuple(installed)
-    if b == i:
-        return
-    if info.version_compatible and b[:1] == i[:1] and i >= b:
-        return
-    raise CCNetError(
-        f"{engine_path} was built with TensorRT {built} but TensorRT {installed} is installed: "
-        f"rebuild it here with ccnet-build (or build it with --versionCompatible, which runs on "
-        f"later {b[0] if b else '?'}.x releases)")
+    """Refuse an engine the installed TensorRT cannot run, naming both versions, the rule that
+    refused it and the fix."""
+    rule = incompatibility(info, installed)
+    if rule:
+        raise CCNetError(
+            f"{engine_path} was built with TensorRT {info.tensorrt_version} but TensorRT "
+            f"{installed} is installed, and {rule}: rebuild it here with ccnet build "
+            "(with --versionCompatible it also runs on later releases)")
 
 
 def format_shape(shape: Sequence[int]) -> str:

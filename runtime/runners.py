@@ -16,9 +16,15 @@ from ccnet.runner import Runner
 class OrtRunner(Runner):
     """ONNX Runtime session over an exported CCNet ONNX file.
 
-    ``device``: "cpu"; "cuda" (CUDAExecutionProvider); "tensorrt" (TensorrtExecutionProvider, with
-    our plugin library for the CCA nodes); "auto" = CUDA when onnxruntime-gpu offers it, else CPU.
-    ``providers`` overrides the choice with an explicit ORT provider list.
+    ``device``: "cpu"; "cuda" (CUDAExecutionProvider); "tensorrt" (TensorrtExecutionProvider);
+    "auto" = CUDA when onnxruntime-gpu offers it, else CPU.  ``providers`` overrides the choice
+    with an explicit ORT provider list.
+
+    On every provider the CrissCrossAttention nodes run their ONNX function body (standard ops):
+    ONNX Runtime inlines the model-local function, and its TensorRT provider could not use our
+    plugin anyway -- it loads only IPluginV2 creators, as ops of domain ``trt.plugins``, from
+    ``trt_extra_plugin_lib_paths``, while ours is an IPluginV3 in domain ``ccnet``.  The plugin
+    runs in engines built by ``ccnet build``; ``plugins`` is refused with that explanation.
     """
 
     name = "onnxruntime"
@@ -26,6 +32,10 @@ class OrtRunner(Runner):
     def __init__(self, model_path: str, device: str = "auto", threads: Optional[int] = None,
                  graph_optimization: str = "all", providers: Optional[Sequence] = None,
                  plugins: Optional[str] = None):
+        if plugins:
+            raise CCNetError("--plugins applies to TensorRT engines: ONNX Runtime runs the "
+                             "CrissCrossAttention nodes' ONNX function, never the plugin (build an "
+                             "engine with ccnet build to use it)")
         try:
             import onnxruntime as ort
         except ImportError:
@@ -43,7 +53,7 @@ class OrtRunner(Runner):
             raise CCNetError(f"unknown graph optimization level {graph_optimization!r}: use one "
                              f"of {', '.join(levels)}")
         options.graph_optimization_level = levels[graph_optimization]
-        self.providers = list(providers) if providers else self._providers(ort, device, plugins)
+        self.providers = list(providers) if providers else self._providers(ort, device)
         try:
             self.session = ort.InferenceSession(model_path, sess_options=options,
                                                 providers=self.providers)
@@ -68,7 +78,7 @@ class OrtRunner(Runner):
                          else "logits")
 
     @staticmethod
-    def _providers(ort, device: str, plugins: Optional[str]):
+    def _providers(ort, device: str):
         available = ort.get_available_providers()
         if device == "cpu":
             return ["CPUExecutionProvider"]
@@ -84,14 +94,7 @@ class OrtRunner(Runner):
                              "(after uninstalling onnxruntime)")
         if device == "cuda":
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        from .trt_common import resolve_plugin_library
-
-        trt_options = {}
-        library = resolve_plugin_library(plugins, required=False)
-        if library:  # the TensorRT EP loads it so the CCA nodes map to our plugin
-            trt_options["trt_extra_plugin_lib_paths"] = library
-        return [("TensorrtExecutionProvider", trt_options), "CUDAExecutionProvider",
-                "CPUExecutionProvider"]
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)

@@ -1,28 +1,75 @@
-"""Build a TensorRT engine from our ONNX, trtexec-style (``ccnet-build``).
+"""Build a TensorRT engine from our ONNX, trtexec-style (``ccnet build``), with polygraphy's
+TensorRT loaders.
 
 Strongly typed network (TensorRT 10.x and 11.x): the precision comes from the ONNX itself (FP32,
-FP16-converted, or Q/DQ INT8), never from builder flags.  The plugin library is loaded and
-registered before parsing so the CrissCrossAttention nodes become plugin layers; if they were
-inlined from the ONNX function instead, the build says so.  Beside ``model.engine`` it writes
-``model.engine.json`` (runtime/engine_info.py): ModelMeta, TensorRT version, plugin, profile,
-precision.  tensorrt is imported lazily; without it the CLI prints one line and exits 2.
+FP16-converted, or Q/DQ INT8), never from builder flags.  The plugin library is registered
+before parsing (``trt_common.load_plugin_library``) so the CrissCrossAttention nodes become
+plugin layers; if they were inlined from the ONNX function instead, the build says so.  The
+nodes carry ``plugin_version``/``plugin_namespace``, which is how the parser finds our creator,
+so the parser flag ``ENABLE_PLUGIN_OVERRIDE`` (which lets *any* registered plugin named like an
+ONNX op replace it) stays off.  Beside ``model.engine`` it writes ``model.engine.json``
+(runtime/engine_info.py): ModelMeta, TensorRT version, plugin, profile, precision.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Union
 
 from ccnet.errors import CCNetError
-from ccnet.files import atomic_write
+from ccnet.files import check_output_file, commit_together, require_file
 
-from .engine_info import (EngineInfo, Shape, format_shape, parse_shapes,
+from .engine_info import (EngineInfo, Shape, format_shape, parse_shapes, side_file_path,
                           write_engine_info)
-from .trt_common import (PLUGIN_FLAG_HINT, contract, import_tensorrt, is_plugin_layer_type,
-                         load_plugin_library, make_logger, plugin_description,
-                         resolve_plugin_library, tensorrt_version)
+from .trt_common import (PLUGIN_FLAG_HINT, creator_key, import_tensorrt, load_plugin_library,
+                         plugin_description, polygraphy_errors, polygraphy_logging,
+                         resolve_plugin_library)
+from .trt_network import classify_cca, input_ranges, network_precision, output_kind
 
 ShapeArg = Optional[Union[Dict[str, Shape], str]]
+MIB = 1 << 20
+# trtexec --memPoolSize pool names -> trt.MemoryPoolType members
+MEMORY_POOLS = {"workspace": "WORKSPACE", "tacticSharedMem": "TACTIC_SHARED_MEMORY",
+                "dlaSRAM": "DLA_MANAGED_SRAM", "dlaLocalDRAM": "DLA_LOCAL_DRAM",
+                "dlaGlobalDRAM": "DLA_GLOBAL_DRAM"}
+
+
+@dataclass
+class BuildOptions:
+    """trtexec's build options that apply to our strongly typed ONNX.  Shapes are dicts
+    ``{"input": (N, 3, H, W)}`` or trtexec strings ``"input:1x3x512x512"``; ``memory_pools``
+    maps trtexec pool names (``workspace``, ``tacticSharedMem``...) to bytes; ``plugins`` is
+    libccnet_plugins.so (default: $CCNET_PLUGIN_LIB or build/); ``info_only`` parses and writes
+    only the side file (for an engine built by plain trtexec with the same shapes)."""
+
+    min_shapes: ShapeArg = None
+    opt_shapes: ShapeArg = None
+    max_shapes: ShapeArg = None
+    memory_pools: Dict[str, int] = field(default_factory=dict)
+    workspace_mib: Optional[int] = None  # shorthand for memory_pools["workspace"]
+    timing_cache: Optional[str] = None
+    plugins: Optional[str] = None
+    optimization_level: Optional[int] = None
+    version_compatible: bool = False
+    verbose: bool = False
+    info_only: bool = False
+
+    def check(self) -> None:
+        """One-line errors for bad options, before any TensorRT work."""
+        self.pools()
+        level = self.optimization_level
+        if level is not None and not 0 <= int(level) <= 5:
+            raise CCNetError(f"--builderOptimizationLevel must be 0..5, got {level}")
+
+    def pools(self) -> Dict[str, int]:
+        pools = dict(self.memory_pools)
+        if self.workspace_mib:
+            pools["workspace"] = int(self.workspace_mib) * MIB
+        unknown = sorted(set(pools) - set(MEMORY_POOLS))
+        if unknown:
+            raise CCNetError(f"unknown memory pool {unknown[0]!r}: use {', '.join(MEMORY_POOLS)}")
+        return pools
 
 
 def read_onnx_summary(onnx_path: str) -> dict:
@@ -54,101 +101,32 @@ def _as_shapes(value: ShapeArg) -> Dict[str, Shape]:
     return {k: tuple(int(d) for d in v) for k, v in value.items()}
 
 
-def _profile_ranges(network, min_shapes, opt_shapes, max_shapes) -> Dict[str, Dict[str, list]]:
-    """min/opt/max per network input, trtexec rules: a missing one falls back to opt (or to the
-    others); fixed inputs use their own dims.  Dynamic inputs without any shape are an error."""
-    ranges = {}
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        name, dims = tensor.name, tuple(tensor.shape)
-        given = [s.get(name) for s in (min_shapes, opt_shapes, max_shapes)]
-        if all(d >= 0 for d in dims):
-            for g in given:
-                if g is not None and tuple(g) != dims:
-                    raise CCNetError(f"input {name!r} is fixed at {format_shape(dims)} in the ONNX "
-                                     f"but a shape of {format_shape(g)} was given: re-export with "
-                                     "dynamic dims or drop the shape flags")
-            ranges[name] = {"min": list(dims), "opt": list(dims), "max": list(dims)}
-            continue
-        if all(g is None for g in given):
-            pretty = "x".join("?" if d < 0 else str(d) for d in dims)
-            raise CCNetError(f"input {name!r} has dynamic dims {pretty}: give --minShapes/--optShapes"
-                             f"/--maxShapes, e.g. --optShapes={name}:1x3x512x512 (one fixed size) or"
-                             f" --minShapes={name}:1x3x256x256 --optShapes={name}:1x3x512x512 "
-                             f"--maxShapes={name}:1x3x512x1024")
-        lo, opt, hi = given
-        opt = opt or hi or lo
-        lo, hi = lo or opt, hi or opt
-        for label, shape in (("min", lo), ("opt", opt), ("max", hi)):
-            if len(shape) != len(dims) or any(d >= 0 and s != d for d, s in zip(dims, shape)):
-                raise CCNetError(f"--{label}Shapes {name}:{format_shape(shape)} does not fit the "
-                                 f"ONNX input dims {dims}")
-        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-            raise CCNetError(f"shapes for {name!r} must satisfy min <= opt <= max per dimension: "
-                             f"{format_shape(lo)}, {format_shape(opt)}, {format_shape(hi)}")
-        ranges[name] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
-    return ranges
-
-
-def _plugin_layer_name(trt, layer) -> str:
-    """The plugin name of a plugin layer when the bindings expose it ('' otherwise)."""
-    try:
-        plugin = layer.get_plugin()
-        core = plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
-        return str(core.plugin_name)
-    except Exception:
-        return str(getattr(getattr(layer, "plugin", None), "plugin_type", "") or "")
-
-
-def classify_cca(trt, network, cca_nodes: Optional[int]) -> tuple:
-    """("plugin" | "inlined" | "partial" | "none" | "unknown", number of CCA plugin layers)."""
-    op = contract()["plugin_name"]
-    found = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if is_plugin_layer_type(trt, layer.type) and (
-                op in layer.name or _plugin_layer_name(trt, layer) == op):
-            found += 1
-    if cca_nodes is None:
-        return ("plugin" if found else "unknown"), found
-    if cca_nodes == 0:
-        return "none", found
-    if found >= cca_nodes:
-        return "plugin", found
-    return ("partial" if found else "inlined"), found
-
-
-def network_precision(trt, network) -> str:
-    """int8 if the network has Q/DQ layers, fp16 if any layer outputs half, else fp32."""
-    qdq = {getattr(trt.LayerType, n, None) for n in ("QUANTIZE", "DEQUANTIZE")}
-    half = False
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type in qdq:
-            return "int8"
-        for j in range(layer.num_outputs):
-            if layer.get_output(j).dtype == trt.DataType.HALF:
-                half = True
-    return "fp16" if half else "fp32"
+def _trtexec_size(nbytes: int) -> str:
+    for suffix, unit in (("G", 1 << 30), ("M", MIB), ("K", 1 << 10)):
+        if nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    return f"{nbytes}B"
 
 
 def trtexec_command(onnx_path: str, engine_path: str, ranges: Optional[dict] = None,
-                    plugins: Optional[str] = None, workspace_mib: Optional[int] = None,
+                    plugins: Optional[str] = None, memory_pools: Optional[Dict[str, int]] = None,
                     timing_cache: Optional[str] = None, optimization_level: Optional[int] = None,
                     version_compatible: bool = False) -> str:
-    """The plain trtexec command line that builds the same engine (no side file: write it
-    with ``ccnet-build --infoOnly`` afterwards)."""
+    """The plain trtexec command line that builds the same engine (then write the side file
+    with ``ccnet build --infoOnly``).  ``ranges``: min/opt/max of the *dynamic* inputs, which
+    trtexec needs even when min = opt = max."""
     parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--stronglyTyped"]
     if plugins:
         parts.append(f"--dynamicPlugins={plugins}")
         if version_compatible:
             parts.append(f"--setPluginsToSerialize={plugins}")
     for key, flag in (("min", "--minShapes"), ("opt", "--optShapes"), ("max", "--maxShapes")):
-        if ranges and any(r["min"] != r["max"] for r in ranges.values()):
+        if ranges:
             parts.append(flag + "=" + ",".join(f"{n}:{format_shape(r[key])}"
                                               for n, r in ranges.items()))
-    if workspace_mib:
-        parts.append(f"--memPoolSize=workspace:{int(workspace_mib)}M")
+    if memory_pools:
+        parts.append("--memPoolSize=" + ",".join(f"{name}:{_trtexec_size(size)}"
+                                                 for name, size in memory_pools.items()))
     if timing_cache:
         parts.append(f"--timingCacheFile={timing_cache}")
     if optimization_level is not None:
@@ -159,122 +137,139 @@ def trtexec_command(onnx_path: str, engine_path: str, ranges: Optional[dict] = N
     return " ".join(parts)
 
 
-def build_engine(onnx_path: str, engine_path: str, min_shapes: ShapeArg = None,
-                 opt_shapes: ShapeArg = None, max_shapes: ShapeArg = None,
-                 workspace_mib: Optional[int] = None, timing_cache: Optional[str] = None,
-                 plugins: Optional[str] = None, optimization_level: Optional[int] = None,
-                 version_compatible: bool = False, verbose: bool = False,
-                 info_only: bool = False, log=print) -> EngineInfo:
-    """Build ``engine_path`` from ``onnx_path`` and write ``engine_path + '.json'``.
-
-    Shapes are dicts ``{"input": (N, 3, H, W)}`` or trtexec strings ``"input:1x3x512x512"``.
-    ``plugins``: libccnet_plugins.so (default: $CCNET_PLUGIN_LIB or build/).  ``info_only``:
-    parse and write only the side file (for an engine built by plain trtexec with the same
-    shapes and plugin).  Returns the EngineInfo written.
-    """
-    if not os.path.isfile(onnx_path):
-        raise CCNetError(f"ONNX model not found: {onnx_path}")
-    summary = read_onnx_summary(onnx_path)
-    trt = import_tensorrt()
-    version = tensorrt_version(trt)
-    # The plugin is mandatory for the plugin form (no function body to fall back on).
+def _plugin_library(summary: dict, requested: Optional[str], log) -> Optional[str]:
+    """The library to register: mandatory for the plugin form (no function body to fall back
+    on) or when asked for; otherwise used when found."""
     needs_plugin = bool(summary["cca_nodes"]) and summary["has_function"] is False
-    library = resolve_plugin_library(plugins, required=needs_plugin or bool(plugins))
-    logger = make_logger(trt, verbose)
-    if library:
-        load_plugin_library(trt, library)
-    elif summary["cca_nodes"]:
+    library = resolve_plugin_library(requested, required=needs_plugin or bool(requested))
+    if not library and summary["cca_nodes"]:
         log(f"warning: no plugin library found ({PLUGIN_FLAG_HINT}); the CrissCrossAttention "
             "nodes will be inlined from their ONNX function")
+    return library
 
-    builder = trt.Builder(logger)
-    creation = trt.NetworkDefinitionCreationFlag
-    if not hasattr(creation, "STRONGLY_TYPED"):
-        raise CCNetError(f"TensorRT {version} has no strongly typed networks: use TensorRT 10.x "
-                         "or 11.x")
-    flags = 1 << int(creation.STRONGLY_TYPED)
-    # EXPLICIT_BATCH is implied (and deprecated) from 10.0 and gone in 11.
-    if hasattr(creation, "EXPLICIT_BATCH") and int(version.split(".")[0]) < 10:
-        flags |= 1 << int(creation.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    override = getattr(getattr(trt, "OnnxParserFlag", None), "ENABLE_PLUGIN_OVERRIDE", None)
-    if library and override is not None:
-        parser.set_flag(override)  # the registered plugin wins over the local function
-    if not parser.parse_from_file(os.path.abspath(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = errors[0].strip().splitlines()[0] if errors else "unknown parser error"
-        hint = ""
-        if contract()["op_type"] in first or "plugin" in first.lower():
-            hint = f"; the CrissCrossAttention plugin was not found: {PLUGIN_FLAG_HINT}"
-        raise CCNetError(f"TensorRT cannot parse {onnx_path} ({len(errors)} error(s); first: "
-                         f"{first[:300]}){hint}")
 
-    cca, n_plugin_layers = classify_cca(trt, network, summary["cca_nodes"])
-    messages = {
-        "plugin": f"CCA: {n_plugin_layers} CrissCrossAttention node(s) run as the TensorRT plugin",
-        "inlined": ("CCA: the CrissCrossAttention nodes were INLINED from their ONNX function "
-                    "(standard layers, not the plugin): load the plugin with --plugins on "
-                    "TensorRT >= 10.7 (the parser prefers a registered plugin from 10.7; "
-                    "ENABLE_PLUGIN_OVERRIDE on newer parsers)"),
-        "partial": (f"CCA: only {n_plugin_layers} of {summary['cca_nodes']} CrissCrossAttention "
-                    "nodes run as the plugin; the rest were inlined"),
-        "none": "CCA: the model has no CrissCrossAttention nodes (exported with --cca native)",
-        "unknown": "CCA: could not tell whether the plugin is used (install onnx to check)",
-    }
-    log(messages[cca])
+def parse_network(trt, onnx_path: str, library: Optional[str]):
+    """(builder, network, parser) from polygraphy's NetworkFromOnnxPath with a strongly typed
+    network, our plugin library registered first."""
+    from polygraphy.backend.trt import NetworkFromOnnxPath
 
-    ranges = _profile_ranges(network, _as_shapes(min_shapes), _as_shapes(opt_shapes),
-                             _as_shapes(max_shapes))
-    output = network.get_output(0)
-    output_kind = ("labels" if output.name == "labels" or output.dtype in (
-        trt.DataType.INT32, getattr(trt.DataType, "INT64", trt.DataType.INT32)) else "logits")
-    info = EngineInfo(
-        tensorrt_version=version, meta=summary["meta"], input_name=network.get_input(0).name,
-        output_name=output.name, output_kind=output_kind,
-        precision=summary["precision"] or network_precision(trt, network), cca=cca,
-        plugin=plugin_description(library) if cca in ("plugin", "partial") else None,
-        profiles=[ranges], version_compatible=bool(version_compatible),
-        onnx=os.path.abspath(onnx_path))
+    hint = ""
+    if not library:
+        hint = f"; if it names CrissCrossAttention, load the plugin: {PLUGIN_FLAG_HINT}"
+    if library:
+        load_plugin_library(trt.get_plugin_registry(), library)
+    with polygraphy_errors(f"TensorRT cannot parse {onnx_path}", hint):
+        return NetworkFromOnnxPath(os.path.abspath(onnx_path), strongly_typed=True)()
+
+
+CCA_MESSAGES = {
+    "plugin": "CCA: {found} CrissCrossAttention node(s) run as the TensorRT plugin",
+    "inlined": ("CCA: the CrissCrossAttention nodes were INLINED from their ONNX function "
+                "(standard layers, not the plugin): {why}; the --no-function export forces the "
+                "plugin"),
+    "partial": ("CCA: only {found} of {nodes} CrissCrossAttention nodes run as the plugin; the "
+                "rest were inlined"),
+    "none": "CCA: the model has no CrissCrossAttention nodes (exported with --cca native)",
+    "unknown": "CCA: could not tell whether the plugin is used (install onnx to check)",
+}
+INLINED_WHY = {True: "this TensorRT's ONNX parser prefers the model-local function to the "
+                     "registered plugin",
+               False: f"no plugin library was loaded ({PLUGIN_FLAG_HINT})"}
+
+
+def describe_engine(trt, network, summary: dict, ranges: dict, library: Optional[str],
+                    options: BuildOptions, onnx_path: str, log) -> EngineInfo:
+    """The side file's content for the parsed network (and the CCA report on ``log``)."""
+    cca, found = classify_cca(trt, network, summary["cca_nodes"], creator_key())
+    log(CCA_MESSAGES[cca].format(found=found, nodes=summary["cca_nodes"],
+                                 why=INLINED_WHY[bool(library)]))
     if summary["meta"] is None:
         log(f"warning: {onnx_path} carries no ccnet metadata (or onnx is not installed): "
             "Segmenter will need meta= to run this engine")
-    if info_only:
-        write_engine_info(engine_path, info)
-        return info
+    return EngineInfo(
+        tensorrt_version=str(trt.__version__), meta=summary["meta"],
+        input_name=network.get_input(0).name, output_name=network.get_output(0).name,
+        output_kind=output_kind(trt, network),
+        precision=summary["precision"] or network_precision(trt, network), cca=cca,
+        plugin=plugin_description(library) if cca in ("plugin", "partial") else None,
+        profiles=[ranges], version_compatible=bool(options.version_compatible),
+        onnx=os.path.abspath(onnx_path))
 
-    config = builder.create_builder_config()
-    if workspace_mib:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # for ccnet-inspect
-    if optimization_level is not None:
-        if not 0 <= int(optimization_level) <= 5:
-            raise CCNetError("--builderOptimizationLevel must be 0..5")
-        config.builder_optimization_level = int(optimization_level)
-    if version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-        if library:  # the engine carries the plugin library so a later TensorRT can run it
-            config.plugins_to_serialize = [library]
-    if any(r["min"] != r["max"] for r in ranges.values()):
-        profile = builder.create_optimization_profile()
-        for name, r in ranges.items():
-            profile.set_shape(name, r["min"], r["opt"], r["max"])
-        config.add_optimization_profile(profile)
-    cache = None
-    if timing_cache:
-        data = b""
-        if os.path.isfile(timing_cache):
-            with open(timing_cache, "rb") as f:
-                data = f.read()
-        cache = config.create_timing_cache(data)
-        config.set_timing_cache(cache, ignore_mismatch=False)
 
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise CCNetError(f"TensorRT failed to build an engine from {onnx_path} (see its log "
-                         "above; rerun with --verbose)")
-    if timing_cache:
-        atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-    atomic_write(engine_path, bytes(memoryview(serialized)))
-    write_engine_info(engine_path, info)
+def engine_config(trt, ranges: dict, options: BuildOptions, library: Optional[str]):
+    """polygraphy's CreateConfig: the profile (always one: see ``input_ranges``), memory pools,
+    timing cache, optimisation level, version compatibility; TF32 on as in TensorRT and trtexec
+    (polygraphy turns it off by default); the plugin library serialized into
+    version-compatible engines so a later TensorRT finds it."""
+    from polygraphy.backend.trt import CreateConfig, PostprocessConfig, Profile
+
+    level = options.optimization_level
+    profile = Profile()
+    for name, r in ranges.items():
+        profile.add(name, min=r["min"], opt=r["opt"], max=r["max"])
+    pools = {getattr(trt.MemoryPoolType, MEMORY_POOLS[name]): size
+             for name, size in options.pools().items()}
+    config = CreateConfig(profiles=[profile], tf32=True, memory_pool_limits=pools or None,
+                          load_timing_cache=options.timing_cache,
+                          profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+                          builder_optimization_level=None if level is None else int(level),
+                          version_compatible=bool(options.version_compatible))
+    if not (options.version_compatible and library):
+        return config
+
+    def serialize_plugin(builder, network, config):
+        config.plugins_to_serialize = [library]
+
+    return PostprocessConfig(config, serialize_plugin)
+
+
+def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOptions] = None,
+                 log=print, **option_fields) -> EngineInfo:
+    """Build ``engine_path`` from ``onnx_path`` and write ``engine_path + '.json'``; returns the
+    EngineInfo written.  Options come as a BuildOptions and/or its fields as keywords.
+
+    The engine bytes come from polygraphy's EngineBytesFromNetwork; they are written together
+    with the side file (``commit_together``) rather than by polygraphy's SaveEngine, which
+    needs a deserialized engine and writes in place: a failure leaves neither file."""
+    options = dataclasses.replace(options or BuildOptions(), **option_fields)
+    options.check()
+    require_file(onnx_path, "ONNX model")
+    check_output_file(engine_path, what="engine")
+    summary = read_onnx_summary(onnx_path)
+    trt = import_tensorrt()
+    library = _plugin_library(summary, options.plugins, log)
+    with polygraphy_logging(options.verbose):
+        builder, network, parser = parse_network(trt, onnx_path, library)
+        ranges, dynamic = input_ranges(network, _as_shapes(options.min_shapes),
+                                       _as_shapes(options.opt_shapes),
+                                       _as_shapes(options.max_shapes))
+        info = describe_engine(trt, network, summary, ranges, library, options, onnx_path, log)
+        log("the same engine with trtexec: " + trtexec_command(
+            onnx_path, engine_path, {n: ranges[n] for n in dynamic}, library, options.pools(),
+            options.timing_cache, options.optimization_level, options.version_compatible))
+        if options.info_only:
+            write_engine_info(engine_path, info)
+            return info
+        engine = _build_serialized(builder, network, parser,
+                                   engine_config(trt, ranges, options, library), options, onnx_path)
+    commit_together([(engine_path, lambda tmp: _write_bytes(tmp, engine)),
+                     (side_file_path(engine_path), lambda tmp: _write_bytes(
+                         tmp, info.to_json().encode("utf-8")))])
     return info
+
+
+def _build_serialized(builder, network, parser, config, options: BuildOptions,
+                      onnx_path: str) -> bytes:
+    """polygraphy's EngineBytesFromNetwork (which also merges and saves the timing cache)."""
+    from polygraphy.backend.trt import EngineBytesFromNetwork
+
+    with polygraphy_errors(f"TensorRT failed to build an engine from {onnx_path}",
+                           " (see its log above; rerun with --verbose)"):
+        serialized = EngineBytesFromNetwork((builder, network, parser), config=config,
+                                            save_timing_cache=options.timing_cache)()
+    return bytes(memoryview(serialized))
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)

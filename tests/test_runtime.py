@@ -170,18 +170,26 @@ def _info(**changes) -> EngineInfo:
     return dataclasses.replace(base, **changes)
 
 
-def test_engine_version_check_names_both_versions():
+def test_engine_version_check_follows_tensorrt_rules():
     check_tensorrt_version(_info(), "10.14.1")
+    check_tensorrt_version(_info(tensorrt_version="10.14.1.48"), "10.14.1.48")
     with pytest.raises(CCNetError, match="built with TensorRT 10.13.0 but TensorRT 10.14.1 is "
-                                         "installed"):
+                                         "installed, and an engine built without "
+                                         "--versionCompatible runs only on the TensorRT release"):
         check_tensorrt_version(_info(tensorrt_version="10.13.0"), "10.14.1", "model.engine")
-    # version-compatible engines run on later releases of the same major only
-    check_tensorrt_version(_info(tensorrt_version="10.13.0", version_compatible=True), "10.14.1")
-    with pytest.raises(CCNetError, match="TensorRT 11.1.0 is installed"):
-        check_tensorrt_version(_info(tensorrt_version="10.13.0", version_compatible=True),
-                               "11.1.0")
-    with pytest.raises(CCNetError, match="10.14.1 but TensorRT 10.13.0"):
-        check_tensorrt_version(_info(version_compatible=True), "10.13.0")
+    # version-compatible: later releases of the same major, and 8 -> 9/10, 10 -> 11
+    for built, installed in (("10.13.0", "10.14.1"), ("10.13.0", "11.1.0"), ("8.6.1", "10.3.0"),
+                             ("11.0.0", "11.1.0")):
+        check_tensorrt_version(_info(tensorrt_version=built, version_compatible=True), installed)
+    refused = {("10.14.1", "10.13.0"): "no TensorRT release runs an engine built by a later one",
+               ("11.0.0", "10.16.0"): "no TensorRT release runs an engine built by a later one",
+               ("8.5.3", "8.6.1"): "version compatibility starts with engines built by "
+                                   "TensorRT 8.6",
+               ("8.6.1", "11.1.0"): "cross major versions only from 8 to 9 or 10 and from 10 to"}
+    for (built, installed), rule in refused.items():
+        with pytest.raises(CCNetError, match=rule):
+            check_tensorrt_version(_info(tensorrt_version=built, version_compatible=True),
+                                   installed)
 
 
 def test_profile_check_gives_the_range():
@@ -280,11 +288,27 @@ def test_trtexec_command_line():
     ranges = {"input": {"min": [1, 3, 256, 256], "opt": [1, 3, 512, 512],
                         "max": [1, 3, 512, 1024]}}
     cmd = trtexec_command("m.onnx", "m.engine", ranges, plugins="build/libccnet_plugins.so",
-                          workspace_mib=2048, version_compatible=True)
+                          memory_pools={"workspace": 2048 << 20}, version_compatible=True)
     assert cmd.startswith("trtexec --onnx=m.onnx --saveEngine=m.engine")
     for part in ("--dynamicPlugins=build/libccnet_plugins.so",
                  "--setPluginsToSerialize=build/libccnet_plugins.so",
                  "--minShapes=input:1x3x256x256", "--optShapes=input:1x3x512x512",
-                 "--maxShapes=input:1x3x512x1024", "--memPoolSize=workspace:2048M",
+                 "--maxShapes=input:1x3x512x1024", "--memPoolSize=workspace:2G",
                  "--versionCompatible"):
         assert part in cmd
+
+
+def test_ort_runner_never_claims_the_plugin(tiny_onnx):
+    """ONNX Runtime's TensorRT provider cannot load our IPluginV3: no plugin option, and a
+    plugin library given anyway is refused with the reason."""
+    import types
+
+    from runtime import OrtRunner
+
+    with pytest.raises(CCNetError, match="--plugins applies to TensorRT engines: ONNX Runtime "
+                                         "runs the CrissCrossAttention nodes' ONNX function"):
+        OrtRunner(tiny_onnx, plugins="build/libccnet_plugins.so")
+    ort = types.SimpleNamespace(get_available_providers=lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert OrtRunner._providers(ort, "tensorrt") == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
