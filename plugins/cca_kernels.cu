@@ -16,10 +16,11 @@
 // or an image column (pixels W elements apart). Energies are computed in 32x32 tiles staged in
 // shared memory over 16-channel chunks of q/k; aggregation keeps a 64-channel x 32-pixel output
 // tile in registers. All arithmetic is FP32 (FP16 inputs are widened on load).
-// Known limits (not measured yet, no GPU in the task that wrote this): the column branch reads
-// with a stride of W elements (poorly coalesced) and no tensor cores are used; FP16 output is
-// rounded once after the row branch and once after the column branch.
+// Known limits: the column branch reads with a stride of W elements (poorly coalesced), no
+// tensor cores are used, and FP16 output is rounded once after the row branch and once after
+// the column branch.
 #include "cca_kernels.h"
+#include "cuda_kernel_support.h"
 
 #include <cuda_fp16.h>
 #include <cstdint>
@@ -27,6 +28,9 @@
 
 namespace
 {
+using ccnet::launch_kernel;
+using ccnet::SharedArray;
+
 constexpr int kThreads = 256;
 constexpr int kQueryTile = 32;    // query pixels of one line per block
 constexpr int kKeyTile = 32;      // key pixels per inner iteration
@@ -72,9 +76,9 @@ __device__ __forceinline__ float warp_sum(float x)
 
 struct EnergySmem
 {
-    float query[kChannelChunk][kQueryTile];
-    float key[kChannelChunk][kKeyTile];
-    float energy[kQueryTile][kKeyTile + 1]; // +1: column reads by a warp hit distinct banks
+    SharedArray<float, kChannelChunk, kQueryTile> query;
+    SharedArray<float, kChannelChunk, kKeyTile> key;
+    SharedArray<float, kQueryTile, kKeyTile + 1> energy; // +1: column reads by a warp hit distinct banks
 };
 
 // energy[i][j] = sum_c q[c, query q0+i] * k[c, key k0+j] along one line; -inf for keys past the
@@ -184,9 +188,9 @@ __global__ void __launch_bounds__(kThreads) line_aggregate_kernel(T const* q, T 
     int cq, int c, long long plane, LineGeometry g, float2 const* row_stats, float2 const* column_stats)
 {
     __shared__ EnergySmem s;
-    __shared__ float value[kValueTile][kKeyTile + 1];
-    __shared__ float query_max[kQueryTile];
-    __shared__ float query_inv_sum[kQueryTile];
+    __shared__ SharedArray<float, kValueTile, kKeyTile + 1> value;
+    __shared__ SharedArray<float, kQueryTile> query_max;
+    __shared__ SharedArray<float, kQueryTile> query_inv_sum;
 
     int const query_tiles = (g.length + kQueryTile - 1) / kQueryTile;
     int const q0 = (blockIdx.x % query_tiles) * kQueryTile;
@@ -269,7 +273,28 @@ __global__ void __launch_bounds__(kThreads) line_aggregate_kernel(T const* q, T 
     }
 }
 
-int ceil_div(int a, int b) { return (a + b - 1) / b; }
+long long ceil_div(long long a, long long b)
+{
+    return (a + b - 1) / b;
+}
+
+constexpr long long kMaxGridX = 2147483647;
+constexpr long long kMaxGridYZ = 65535;
+
+// Launch grids of the four kernels for one problem; valid only when ccnet_cca_check_sizes
+// accepted the sizes, which keeps every grid inside the GPU's limits.
+struct LaunchGrids
+{
+    dim3 row_stats, column_stats, row_aggregate, column_aggregate;
+};
+
+LaunchGrids launch_grids(int n, int c, int h, int w)
+{
+    long long const channel_tiles = ceil_div(c, kValueTile);
+    auto grid = [](long long x, int y, int z) { return dim3(static_cast<unsigned>(x), y, z); };
+    return LaunchGrids{grid(ceil_div(w, kQueryTile), h, n), grid(ceil_div(h, kQueryTile), w, n),
+        grid(ceil_div(w, kQueryTile) * channel_tiles, h, n), grid(ceil_div(h, kQueryTile) * channel_tiles, w, n)};
+}
 
 template <typename T>
 int launch_cca(T const* q, T const* k, T const* v, T* out, int n, int cq, int c, int h, int w, float2* stats,
@@ -280,51 +305,78 @@ int launch_cca(T const* q, T const* k, T const* v, T* out, int n, int cq, int c,
     LineGeometry const columns{h, 1, w, true};
     float2* row_stats = stats;
     float2* column_stats = stats + static_cast<long long>(n) * plane;
-
+    LaunchGrids const grids = launch_grids(n, c, h, w);
     dim3 const block(kThreads);
-    line_softmax_stats_kernel<T><<<dim3(ceil_div(w, kQueryTile), h, n), block, 0, stream>>>(
-        q, k, cq, plane, rows, row_stats);
-    line_softmax_stats_kernel<T><<<dim3(ceil_div(h, kQueryTile), w, n), block, 0, stream>>>(
-        q, k, cq, plane, columns, column_stats);
-    int const channel_tiles = ceil_div(c, kValueTile);
+    launch_kernel(line_softmax_stats_kernel<T>, grids.row_stats, block, stream, q, k, cq, plane, rows, row_stats);
+    launch_kernel(line_softmax_stats_kernel<T>, grids.column_stats, block, stream, q, k, cq, plane, columns,
+        column_stats);
     // Row branch writes out, the column branch adds to it: same stream, so ordered.
-    line_aggregate_kernel<T, false><<<dim3(ceil_div(w, kQueryTile) * channel_tiles, h, n), block, 0, stream>>>(
-        q, k, v, out, cq, c, plane, rows, row_stats, column_stats);
-    line_aggregate_kernel<T, true><<<dim3(ceil_div(h, kQueryTile) * channel_tiles, w, n), block, 0, stream>>>(
-        q, k, v, out, cq, c, plane, columns, row_stats, column_stats);
-    return cudaGetLastError() == cudaSuccess ? CCNET_CCA_OK : CCNET_CCA_LAUNCH_FAILED;
+    launch_kernel(line_aggregate_kernel<T, false>, grids.row_aggregate, block, stream, q, k, v, out, cq, c, plane, rows,
+        row_stats, column_stats);
+    launch_kernel(line_aggregate_kernel<T, true>, grids.column_aggregate, block, stream, q, k, v, out, cq, c, plane,
+        columns, row_stats, column_stats);
+    return cudaGetLastError() == cudaSuccess ? CCNET_CCA_OK : CCNET_CCA_KERNEL_LAUNCH_FAILED;
 }
 
-constexpr int kMaxGridYZ = 65535;
+// a * b * c * d, or false when it does not fit in 63 bits.
+bool checked_product(long long a, long long b, long long c, long long d, long long& product)
+{
+    return !__builtin_mul_overflow(a, b, &product) && !__builtin_mul_overflow(product, c, &product)
+        && !__builtin_mul_overflow(product, d, &product);
+}
 } // namespace
+
+extern "C" int ccnet_cca_check_sizes(int n, int cq, int c, int h, int w)
+{
+    if (n < 1 || cq < 1 || c < 1 || h < 1 || w < 1)
+        return CCNET_CCA_BAD_ARGUMENT;
+    if (n > kMaxGridYZ || h > kMaxGridYZ || w > kMaxGridYZ)
+        return CCNET_CCA_PROBLEM_TOO_LARGE;
+    long long const channel_tiles = ceil_div(c, kValueTile);
+    if (ceil_div(w, kQueryTile) * channel_tiles > kMaxGridX || ceil_div(h, kQueryTile) * channel_tiles > kMaxGridX)
+        return CCNET_CCA_PROBLEM_TOO_LARGE;
+    // Every element offset and byte count of the largest tensor (FP32) must fit in 63 bits.
+    long long elements = 0;
+    long long bytes = 0;
+    int const channels = cq > c ? cq : c;
+    if (!checked_product(n, channels, h, w, elements) || __builtin_mul_overflow(elements, 4LL, &bytes))
+        return CCNET_CCA_PROBLEM_TOO_LARGE;
+    return CCNET_CCA_OK;
+}
 
 extern "C" size_t ccnet_cca_workspace_size(int n, int h, int w)
 {
     if (n < 1 || h < 1 || w < 1)
         return 0;
-    return 2 * static_cast<size_t>(n) * h * w * sizeof(float2);
+    size_t bytes = 0;
+    if (__builtin_mul_overflow(static_cast<size_t>(n), static_cast<size_t>(h), &bytes)
+        || __builtin_mul_overflow(bytes, static_cast<size_t>(w), &bytes)
+        || __builtin_mul_overflow(bytes, 2 * sizeof(float2), &bytes))
+        return 0;
+    return bytes;
 }
 
 extern "C" int ccnet_cca_forward(void const* query, void const* key, void const* value, void* out, int n, int cq,
     int c, int h, int w, int dtype, void* workspace, size_t workspace_bytes, cudaStream_t stream)
 {
-    if (!query || !key || !value || !out || !workspace || n < 1 || cq < 1 || c < 1 || h < 1 || w < 1)
+    if (!query || !key || !value || !out || !workspace)
         return CCNET_CCA_BAD_ARGUMENT;
-    if (n > kMaxGridYZ || h > kMaxGridYZ || w > kMaxGridYZ)
+    if (dtype != CCNET_CCA_FP32 && dtype != CCNET_CCA_FP16)
         return CCNET_CCA_BAD_ARGUMENT;
+    int const sizes = ccnet_cca_check_sizes(n, cq, c, h, w);
+    if (sizes != CCNET_CCA_OK)
+        return sizes;
     if (reinterpret_cast<std::uintptr_t>(workspace) % alignof(float2) != 0)
         return CCNET_CCA_BAD_ARGUMENT;
-    if (workspace_bytes < ccnet_cca_workspace_size(n, h, w))
+    size_t const needed = ccnet_cca_workspace_size(n, h, w);
+    if (needed == 0)
+        return CCNET_CCA_PROBLEM_TOO_LARGE;
+    if (workspace_bytes < needed)
         return CCNET_CCA_WORKSPACE_TOO_SMALL;
     auto* stats = static_cast<float2*>(workspace);
-    switch (dtype)
-    {
-    case CCNET_CCA_FP32:
-        return launch_cca(static_cast<float const*>(query), static_cast<float const*>(key),
-            static_cast<float const*>(value), static_cast<float*>(out), n, cq, c, h, w, stats, stream);
-    case CCNET_CCA_FP16:
+    if (dtype == CCNET_CCA_FP16)
         return launch_cca(static_cast<__half const*>(query), static_cast<__half const*>(key),
             static_cast<__half const*>(value), static_cast<__half*>(out), n, cq, c, h, w, stats, stream);
-    default: return CCNET_CCA_BAD_ARGUMENT;
-    }
+    return launch_cca(static_cast<float const*>(query), static_cast<float const*>(key), static_cast<float const*>(value),
+        static_cast<float*>(out), n, cq, c, h, w, stats, stream);
 }
