@@ -24,8 +24,9 @@ extern "C" {
 // CCNET_CCA_PROBLEM_TOO_LARGE (beyond the launch grid, or counts beyond 64 bits).
 CCNET_EXPORT int ccnet_cca_check_sizes(int n, int cq, int c, int h, int w);
 
-// Bytes of workspace ccnet_cca_forward needs for n images of h x w pixels (two float2 softmax
-// statistics per pixel: 16 bytes per pixel, independent of channels); 0 when these sizes
+// Bytes of workspace ccnet_cca_forward needs for n images of h x w pixels, independent of the
+// channels: per pixel two float2 softmax statistics and one float per key of its row and of its
+// column, n*h*w*(16 + 4*(h + w)) (50 MB for one 128 x 256 feature map); 0 when these sizes
 // cannot run (a size < 1, or a count that does not fit).
 CCNET_EXPORT size_t ccnet_cca_workspace_size(int n, int h, int w);
 

@@ -74,7 +74,7 @@ def test_bad_arguments_get_a_status_and_leave_the_output_alone(cpu_lib):
     shape = (1, 8, 16, 5, 6)
     q, k, v = make_inputs(shape, "fp32", "flat", seed=1)
     needed = cpu_lib.ccnet_cca_workspace_size(1, 5, 6)
-    assert needed == 16 * 5 * 6
+    assert needed == 5 * 6 * (16 + 4 * (5 + 6))
 
     status, out = _forward(cpu_lib, q, k, v, "fp32", workspace_bytes=needed - 1)
     assert status == "workspace too small" and np.isnan(out).all()
@@ -107,7 +107,7 @@ def test_sizes_and_workspace_report_what_cannot_run(cpu_lib):
     assert plugins.STATUS_NAMES[cpu_lib.ccnet_cca_check_sizes(65535, 8, biggest, 65535, 65535)] == "problem too large"
     # The workspace size never wraps around: 0 means "cannot run".
     assert cpu_lib.ccnet_cca_workspace_size(biggest, biggest, biggest) == 0
-    assert cpu_lib.ccnet_cca_workspace_size(2, 97, 97) == 2 * 97 * 97 * 16
+    assert cpu_lib.ccnet_cca_workspace_size(2, 97, 97) == 2 * 97 * 97 * (16 + 4 * (97 + 97))
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])

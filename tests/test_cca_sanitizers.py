@@ -50,7 +50,7 @@ def test_host_checks_are_memory_safe(sanitized, check):
 
 @pytest.mark.parametrize("fuzzer", ["fields", "forward"])
 def test_fuzzers_are_memory_safe(sanitized, fuzzer):
-    _assert_clean(run_driver(sanitized["fuzz"], sanitized["library"], fuzzer, 4, 200, env=sanitizer_env()))
+    _assert_clean(run_driver(sanitized["fuzz"], sanitized["library"], fuzzer, 4, 150, env=sanitizer_env()))
 
 
 @pytest.mark.parametrize("check", SELFTESTS)

@@ -107,8 +107,9 @@ def test_ctypes_load_and_argument_checks(library):
     lib = plugins.load_library(library[0])
     for symbol in ENTRY_POINTS:
         assert hasattr(lib, symbol), f"{symbol} not exported"
-    # 2 float2 statistics per pixel, independent of channels; 0 for sizes that cannot run.
-    assert lib.ccnet_cca_workspace_size(2, 97, 97) == 2 * 97 * 97 * 16
+    # Per pixel 2 float2 statistics and a float per key of its row and column, independent of
+    # channels; 0 for sizes that cannot run.
+    assert lib.ccnet_cca_workspace_size(2, 97, 97) == 2 * 97 * 97 * (16 + 4 * (97 + 97))
     assert lib.ccnet_cca_workspace_size(0, 4, 4) == 0
     # Argument checks run before any launch, so they work without a GPU.
     status = lib.ccnet_cca_forward(None, None, None, None, 1, 8, 8, 4, 4, plugins.DTYPE_FP32, None, 0, None)

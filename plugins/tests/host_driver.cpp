@@ -326,8 +326,9 @@ void checkWorkspace(Library const& lib, TestLoggerFinder& finder)
     for (auto& d : in)
         setMaxDims(d, 2, 128, 256);
     DynamicPluginTensorDesc out[1] = {in[2]};
-    // Two float2 softmax statistics per pixel of the largest profile shape.
-    CHECK(b->getWorkspaceSize(in, 3, out, 1) == size_t{16} * 2 * 128 * 256); // 16 B per pixel, N=2
+    // Per pixel of the largest profile shape: two float2 softmax statistics and one probability
+    // per key of its row and its column.
+    CHECK(b->getWorkspaceSize(in, 3, out, 1) == size_t{2} * 128 * 256 * (16 + 4 * (128 + 256)));
     CHECK(b->configurePlugin(in, 3, out, 1) == 0);
     CHECK(b->configurePlugin(in, 2, out, 1) != 0);
 
