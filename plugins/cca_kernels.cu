@@ -53,6 +53,17 @@ __device__ __forceinline__ float from_float<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 
+// acc[r][s] += a[r] * b[s]: one register tile step of a GEMM.
+template <int R, int S>
+__device__ __forceinline__ void accumulate_outer_product(float (&acc)[R][S], float const (&a)[R], float const (&b)[S])
+{
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int s = 0; s < S; ++s)
+            acc[r][s] = fmaf(a[r], b[s], acc[r][s]);
+}
+
 // ---- logits ------------------------------------------------------------------------------
 // A block covers kEnergySlots query pixels: kLines neighbouring lines x (kEnergySlots / kLines)
 // queries per line, slot s = query * kLines + line (lines vary fastest: neighbouring columns
@@ -138,11 +149,7 @@ __device__ void compute_energies(T const* query_line, T const* key_line, int cq,
 #pragma unroll
             for (int j = 0; j < 4; ++j)
                 kv[j] = s.key[cc][me.line][me.key_group * 4 + j];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j)
-                    e[i][j] = fmaf(qv[i], kv[j], e[i][j]);
+            accumulate_outer_product(e, qv, kv);
         }
         __syncthreads();
     }
@@ -403,11 +410,7 @@ __global__ void __launch_bounds__(kThreads, 2) line_aggregate_kernel(
 #pragma unroll
             for (int s = 0; s < 8; ++s)
                 b[s] = prob[kj][my_line][query_group * 8 + s];
-#pragma unroll
-            for (int r = 0; r < 8; ++r)
-#pragma unroll
-                for (int s = 0; s < 8; ++s)
-                    acc[r][s] = fmaf(a[r], b[s], acc[r][s]);
+            accumulate_outer_product(acc, a, b);
         }
         __syncthreads();
     }

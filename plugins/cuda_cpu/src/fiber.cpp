@@ -25,8 +25,8 @@
 
 // A fiber switch saves the callee-saved registers and the floating-point control words on
 // the running stack, stores the stack pointer, loads the other one and restores the same
-// set from it. No system call: glibc's swapcontext() also saves the signal mask (a system
-// call per switch), which made barrier-heavy kernels several times slower.
+// set from it. No system call: glibc's swapcontext() makes one per switch (it saves the signal
+// mask), and a block switches fibers at every barrier and shuffle of each of its threads.
 //
 // Saved frame, from the stored stack pointer upwards: MXCSR and x87 control word (8 bytes),
 // r15, r14, r13, r12, rbx, rbp, return address.
