@@ -1,15 +1,22 @@
-"""Locate and load libccnet_plugins.so (the CrissCrossAttention TensorRT plugin + its kernels).
+"""Locate and load the criss-cross attention plugin libraries.
+
+* ``libccnet_plugins.so``: the TensorRT plugin with its CUDA kernels (links the CUDA runtime).
+* ``libccnet_cca_cpu.so``: the same plugin and kernels built for the CUDA CPU mode (host
+  memory, no GPU); same C entry points.
 
 Imports neither torch nor tensorrt: usable on a device that has only Python and the library.
-Search order: $CCNET_PLUGIN_LIB, <repo>/build/libccnet_plugins.so, next to this package.
+Search order: $CCNET_PLUGIN_LIB (for libccnet_plugins.so), <repo>/build/, next to this package.
+Dtype and status codes of the kernels' C interface come from cca_op.json, as in the C++ build.
 """
 from __future__ import annotations
 
 import ctypes
 import json
 import os
+import re
 
 LIBRARY_NAME = "libccnet_plugins.so"
+CPU_LIBRARY_NAME = "libccnet_cca_cpu.so"
 BUILD_HINT = "cmake -S . -B build && cmake --build build -j2"
 ENV_VAR = "CCNET_PLUGIN_LIB"
 
@@ -24,34 +31,67 @@ class PluginLibraryError(RuntimeError):
 
 
 def contract() -> dict:
-    """The parsed op contract plugins/cca_op.json (plugin name, version, namespace, fields)."""
+    """The parsed op contract plugins/cca_op.json (plugin name, version, namespace, fields, codes)."""
     with open(_CONTRACT_PATH, encoding="utf-8") as f:
         return json.load(f)
 
 
-def _candidates() -> list[str]:
-    return [os.path.join(_REPO_DIR, "build", LIBRARY_NAME), os.path.join(_PACKAGE_DIR, LIBRARY_NAME)]
+_CONTRACT = contract()
+DTYPE_CODES = {d["name"]: d["code"] for d in _CONTRACT["kernel_dtypes"]}
+DTYPE_FP32 = DTYPE_CODES["fp32"]
+DTYPE_FP16 = DTYPE_CODES["fp16"]
+STATUS_NAMES = {s["code"]: s["name"] for s in _CONTRACT["kernel_statuses"]}
+STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
 
 
-def library_path() -> str:
-    """Path of the plugin library; raises PluginLibraryError (one line, with the fix) if absent."""
-    override = os.environ.get(ENV_VAR)
+def _candidates(name: str = LIBRARY_NAME) -> list[str]:
+    return [os.path.join(_REPO_DIR, "build", name), os.path.join(_PACKAGE_DIR, name)]
+
+
+def library_path(name: str = LIBRARY_NAME) -> str:
+    """Path of a plugin library (default: the CUDA one); raises PluginLibraryError (one line,
+    with the fix) if absent. $CCNET_PLUGIN_LIB overrides the CUDA library's location."""
+    override = os.environ.get(ENV_VAR) if name == LIBRARY_NAME else None
     if override:
         if not os.path.isfile(override):
             raise PluginLibraryError(
                 f"{ENV_VAR}={override} is not a file; point it at {LIBRARY_NAME} or unset it "
                 f"to use the build folder ({BUILD_HINT})")
         return os.path.abspath(override)
-    for path in _candidates():
+    for path in _candidates(name):
         if os.path.isfile(path):
             return path
     raise PluginLibraryError(
-        f"{LIBRARY_NAME} not found (looked in {', '.join(_candidates())}); build it in {_REPO_DIR} "
-        f"with `{BUILD_HINT}` or set {ENV_VAR}=/path/to/{LIBRARY_NAME}")
+        f"{name} not found (looked in {', '.join(_candidates(name))}); build it in {_REPO_DIR} "
+        f"with `{BUILD_HINT}`" + (f" or set {ENV_VAR}=/path/to/{name}" if name == LIBRARY_NAME else ""))
+
+
+def _build_info(library: str) -> dict:
+    """What CMake recorded next to the library it built (ccnet_build_info.json), or {}."""
+    try:
+        with open(os.path.join(os.path.dirname(library), "ccnet_build_info.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_error_hint(path: str, error: OSError) -> str:
+    """One line saying why the dynamic loader refused `path` and what to do about it."""
+    text = str(error)
+    missing = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", text)
+    if missing and os.path.basename(path) != missing.group(1):
+        needed = missing.group(1)
+        info = _build_info(path)
+        built = (f" (built with CUDA {info['cuda_toolkit_version']})"
+                 if needed.startswith("libcudart") and info.get("cuda_toolkit_version") else "")
+        return (f"cannot load {path}: it needs {needed}{built}, which the dynamic loader did not find; "
+                f"install it or add its folder to LD_LIBRARY_PATH, or rebuild with `{BUILD_HINT}` "
+                f"against the CUDA toolkit of this machine")
+    return f"cannot load {path}: {text}; rebuild it with `{BUILD_HINT}`"
 
 
 def load_library(path: str | None = None) -> ctypes.CDLL:
-    """Load the library with ctypes (once per path) and declare its C entry points.
+    """Load a plugin library with ctypes (once per path) and declare its C entry points.
 
     Loading it with RTLD_GLOBAL before building a TensorRT engine also works in place of
     IPluginRegistry.load_library, but the latter is the supported way (see plugins/README.md).
@@ -62,9 +102,9 @@ def load_library(path: str | None = None) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
-        raise PluginLibraryError(
-            f"cannot load {path}: {e}; it needs the CUDA runtime (libcudart.so.13) on the "
-            f"library path, or rebuild it with `{BUILD_HINT}`") from None
+        raise PluginLibraryError(_load_error_hint(path, e)) from None
+    lib.ccnet_cca_check_sizes.argtypes = [ctypes.c_int] * 5
+    lib.ccnet_cca_check_sizes.restype = ctypes.c_int
     lib.ccnet_cca_workspace_size.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.ccnet_cca_workspace_size.restype = ctypes.c_size_t
     lib.ccnet_cca_forward.argtypes = [
@@ -74,9 +114,3 @@ def load_library(path: str | None = None) -> ctypes.CDLL:
     lib.ccnet_cca_forward.restype = ctypes.c_int
     _loaded[path] = lib
     return lib
-
-
-# Codes shared with plugins/cca_kernels.h.
-DTYPE_FP32 = 0
-DTYPE_FP16 = 1
-STATUS_NAMES = {0: "ok", 1: "bad argument", 2: "workspace too small", 3: "kernel launch failed"}

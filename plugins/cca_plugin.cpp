@@ -2,8 +2,11 @@
 
 #include "cca_kernels.h"
 #include "plugin_logging.h"
+#include "plugin_validation.h"
 
+#include <algorithm>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <new>
 #include <string>
@@ -15,65 +18,157 @@ namespace
 using nvinfer1::DataType;
 using nvinfer1::TensorFormat;
 using Severity = nvinfer1::ILogger::Severity;
+using Plugin = CrissCrossAttentionPlugin;
+
+constexpr int32_t kOutputIndex = Plugin::kNbInputs; // position of the output among all tensors
+constexpr int32_t kNbTensors = Plugin::kNbInputs + Plugin::kNbOutputs;
+constexpr int64_t kUnknownDim = -1;                  // a dimension TensorRT leaves open at build time
 
 bool isSupportedType(DataType type)
 {
     return type == DataType::kFLOAT || type == DataType::kHALF;
 }
 
-bool fitsInt(int64_t value)
+// The plugin's four tensors (query, key, value, output) as one TensorRT call describes them.
+struct TensorSet
 {
-    return value >= 1 && value <= std::numeric_limits<int32_t>::max();
+    nvinfer1::Dims dims[kNbTensors]{};
+    DataType types[kNbTensors]{};
+    bool typesKnown{false};
+};
+
+enum class Dimensions
+{
+    kMayBeOpen, // build time: -1 stands for a dimension fixed only at run time
+    kConcrete   // run time, or the bounds of a dynamic range
+};
+
+void validateArity(bool present, int32_t nbInputs, int32_t nbOutputs)
+{
+    CCNET_VALIDATE(present && nbInputs == Plugin::kNbInputs && nbOutputs == Plugin::kNbOutputs,
+        "expected 3 inputs (query, key, value) and 1 output");
 }
 
-// Checks the runtime shapes and types the kernels rely on; on failure says why.
-bool checkRuntimeDescs(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
-    int32_t nbOutputs, std::string& why)
+DataType typeOf(nvinfer1::PluginTensorDesc const& desc)
 {
-    if (!in || !out || nbInputs != CrissCrossAttentionPlugin::kNbInputs
-        || nbOutputs != CrissCrossAttentionPlugin::kNbOutputs)
+    return desc.type;
+}
+DataType typeOf(nvinfer1::DynamicPluginTensorDesc const& desc)
+{
+    return desc.desc.type;
+}
+
+template <typename Desc, typename GetDims>
+TensorSet collectTensors(Desc const* in, int32_t nbInputs, Desc const* out, int32_t nbOutputs, GetDims getDims)
+{
+    validateArity(in && out, nbInputs, nbOutputs);
+    TensorSet set;
+    for (int32_t i = 0; i < kNbTensors; ++i)
     {
-        why = "expected 3 inputs (query, key, value) and 1 output";
-        return false;
+        Desc const& desc = i < Plugin::kNbInputs ? in[i] : out[i - Plugin::kNbInputs];
+        set.dims[i] = getDims(desc);
+        set.types[i] = typeOf(desc);
     }
-    auto const& q = in[CrissCrossAttentionPlugin::kQueryIndex].dims;
-    auto const& k = in[CrissCrossAttentionPlugin::kKeyIndex].dims;
-    auto const& v = in[CrissCrossAttentionPlugin::kValueIndex].dims;
-    if (q.nbDims != 4 || k.nbDims != 4 || v.nbDims != 4 || out[0].dims.nbDims != 4)
+    set.typesKnown = true;
+    return set;
+}
+
+TensorSet runtimeTensors(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
+    int32_t nbOutputs)
+{
+    return collectTensors(in, nbInputs, out, nbOutputs, [](auto const& d) { return d.dims; });
+}
+
+// The dimensions TensorRT will run with: possibly open (-1) at build time.
+TensorSet configuredTensors(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+    nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs)
+{
+    return collectTensors(in, nbInputs, out, nbOutputs, [](auto const& d) { return d.desc.dims; });
+}
+
+// The upper bounds of the dynamic ranges (the optimisation profile's max shapes).
+TensorSet largestTensors(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+    nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs)
+{
+    return collectTensors(in, nbInputs, out, nbOutputs, [](auto const& d) { return d.max; });
+}
+
+// Output shapes are derived from the inputs, so the output is taken to be value-shaped.
+TensorSet symbolicTensors(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, int32_t nbOutputs)
+{
+    validateArity(inputs != nullptr, nbInputs, nbOutputs);
+    TensorSet set;
+    for (int32_t i = 0; i < Plugin::kNbInputs; ++i)
     {
-        why = "query, key, value and output must all be 4-D (N x C x H x W)";
-        return false;
-    }
-    for (int i = 0; i < 4; ++i)
-    {
-        if (q.d[i] != k.d[i])
+        set.dims[i].nbDims = inputs[i].nbDims;
+        for (int32_t j = 0; j < inputs[i].nbDims && j < nvinfer1::Dims::MAX_DIMS; ++j)
         {
-            why = "query and key must have the same shape";
-            return false;
-        }
-        if (!fitsInt(q.d[i]) || !fitsInt(v.d[i]))
-        {
-            why = "every dimension must be between 1 and 2^31-1";
-            return false;
-        }
-        if (out[0].dims.d[i] != v.d[i])
-        {
-            why = "output shape must equal value shape";
-            return false;
+            nvinfer1::IDimensionExpr const* e = inputs[i].d[j];
+            set.dims[i].d[j] = e && e->isConstant() ? e->getConstantValue() : kUnknownDim;
         }
     }
-    if (q.d[0] != v.d[0] || q.d[2] != v.d[2] || q.d[3] != v.d[3])
+    set.dims[kOutputIndex] = set.dims[Plugin::kValueIndex];
+    return set;
+}
+
+// The one check of the plugin's tensors; every entry point that receives them calls it.
+void validateTensors(TensorSet const& t, Dimensions dimensions)
+{
+    for (auto const& dims : t.dims)
+        CCNET_VALIDATE(dims.nbDims == 4, "query, key, value and output must all be 4-D (N x C x H x W)");
+    bool const concrete = dimensions == Dimensions::kConcrete;
+    for (auto const& dims : t.dims)
     {
-        why = "query/key and value must agree in N, H and W";
-        return false;
+        for (int32_t j = 0; j < 4; ++j)
+        {
+            int64_t const d = dims.d[j];
+            bool const inRange = d >= 1 && d <= std::numeric_limits<int32_t>::max();
+            CCNET_VALIDATE(inRange || (!concrete && d == kUnknownDim), "every dimension must be between 1 and 2^31-1");
+        }
     }
-    DataType const type = in[0].type;
-    if (!isSupportedType(type) || in[1].type != type || in[2].type != type || out[0].type != type)
+    auto agree = [](int64_t a, int64_t b) { return a == kUnknownDim || b == kUnknownDim || a == b; };
+    auto const& q = t.dims[Plugin::kQueryIndex].d;
+    auto const& k = t.dims[Plugin::kKeyIndex].d;
+    auto const& v = t.dims[Plugin::kValueIndex].d;
+    auto const& o = t.dims[kOutputIndex].d;
+    for (int32_t j = 0; j < 4; ++j)
+        CCNET_VALIDATE(agree(q[j], k[j]), "query and key must have the same shape");
+    for (int32_t j : {0, 2, 3})
+        CCNET_VALIDATE(agree(q[j], v[j]), "query/key and value must agree in N, H and W");
+    for (int32_t j = 0; j < 4; ++j)
+        CCNET_VALIDATE(agree(o[j], v[j]), "output shape must equal value shape");
+    if (t.typesKnown)
     {
-        why = "all tensors must be FP32, or all FP16";
-        return false;
+        bool sameSupportedType = isSupportedType(t.types[0]);
+        for (DataType type : t.types)
+            sameSupportedType = sameSupportedType && type == t.types[0];
+        CCNET_VALIDATE(sameSupportedType, "all tensors must be FP32, or all FP16");
     }
-    return true;
+    if (concrete)
+    {
+        int const status = ccnet_cca_check_sizes(static_cast<int>(v[0]), static_cast<int>(q[1]), static_cast<int>(v[1]),
+            static_cast<int>(v[2]), static_cast<int>(v[3]));
+        CCNET_VALIDATE(status == CCNET_CCA_OK,
+            "the kernels cannot run N x Cq x C x H x W = " + std::to_string(v[0]) + " x " + std::to_string(q[1]) + " x "
+                + std::to_string(v[1]) + " x " + std::to_string(v[2]) + " x " + std::to_string(v[3]) + ": "
+                + ccnet_cca_status_name(status));
+    }
+}
+
+// Workspace for concrete, validated tensors.
+size_t workspaceFor(TensorSet const& t)
+{
+    auto const& v = t.dims[Plugin::kValueIndex].d;
+    size_t const bytes
+        = ccnet_cca_workspace_size(static_cast<int>(v[0]), static_cast<int>(v[2]), static_cast<int>(v[3]));
+    CCNET_VALIDATE(bytes != 0, "the workspace for N x H x W = " + std::to_string(v[0]) + " x " + std::to_string(v[2])
+            + " x " + std::to_string(v[3]) + " does not fit in size_t");
+    return bytes;
+}
+
+void reportFailure(char const* method, std::exception const& e) noexcept
+{
+    logPluginMessage(Severity::kERROR, std::string("CrissCrossAttention ") + method + ": " + e.what());
 }
 } // namespace
 
@@ -82,11 +177,12 @@ CrissCrossAttentionPlugin::CrissCrossAttentionPlugin()
     buildSerializedFields();
 }
 
-CrissCrossAttentionPlugin::CrissCrossAttentionPlugin(CrissCrossAttentionPlugin const& /*other*/)
+CrissCrossAttentionPlugin::CrissCrossAttentionPlugin(CrissCrossAttentionPlugin const& other)
     : nvinfer1::IPluginV3()
     , nvinfer1::IPluginV3OneCore()
     , nvinfer1::IPluginV3OneBuild()
     , nvinfer1::IPluginV3OneRuntime()
+    , mConfiguredWorkspaceBytes(other.mConfiguredWorkspaceBytes)
 {
     // mSerializedCollection must point into this object's vector, never the source's.
     buildSerializedFields();
@@ -97,10 +193,10 @@ void CrissCrossAttentionPlugin::buildSerializedFields()
     mSerializedFields.clear();
     for (auto const& field : contract::kFields)
     {
-        // String fields: length is the byte count of the text (no terminator), as the ONNX
-        // parser passes string attributes; the literal is NUL-terminated anyway.
+        // String fields count their terminating NUL, as the ONNX parser passes string
+        // attributes (onnx-tensorrt copyField appends '\0' and includes it in the length).
         mSerializedFields.emplace_back(field.name, field.value, field.type,
-            static_cast<int32_t>(std::strlen(field.value)));
+            static_cast<int32_t>(std::strlen(field.value) + 1));
     }
     mSerializedCollection.nbFields = static_cast<int32_t>(mSerializedFields.size());
     mSerializedCollection.fields = mSerializedFields.data();
@@ -126,7 +222,7 @@ nvinfer1::IPluginV3* CrissCrossAttentionPlugin::clone() noexcept
     }
     catch (std::exception const& e)
     {
-        logPluginMessage(Severity::kERROR, std::string("CrissCrossAttention clone failed: ") + e.what());
+        reportFailure("clone", e);
         return nullptr;
     }
 }
@@ -149,48 +245,55 @@ char const* CrissCrossAttentionPlugin::getPluginNamespace() const noexcept
 int32_t CrissCrossAttentionPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    if (!in || !out || nbInputs != kNbInputs || nbOutputs != kNbOutputs)
+    try
     {
-        logPluginMessage(Severity::kERROR, "CrissCrossAttention: expected 3 inputs (query, key, value) and 1 output");
+        validateTensors(configuredTensors(in, nbInputs, out, nbOutputs), Dimensions::kMayBeOpen);
+        TensorSet const largest = largestTensors(in, nbInputs, out, nbOutputs);
+        validateTensors(largest, Dimensions::kConcrete);
+        // TensorRT may configure one plugin object for several optimisation profiles.
+        mConfiguredWorkspaceBytes = std::max(mConfiguredWorkspaceBytes, workspaceFor(largest));
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        reportFailure("configurePlugin", e);
         return -1;
     }
-    for (int32_t i = 0; i < kNbInputs; ++i)
-    {
-        if (in[i].desc.dims.nbDims != 4)
-        {
-            logPluginMessage(Severity::kERROR, "CrissCrossAttention: inputs must be 4-D (N x C x H x W)");
-            return -1;
-        }
-    }
-    return 0;
 }
 
 int32_t CrissCrossAttentionPlugin::getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
     nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    if (!outputTypes || !inputTypes || nbOutputs != kNbOutputs || nbInputs != kNbInputs)
+    try
+    {
+        validateArity(outputTypes && inputTypes, nbInputs, nbOutputs);
+        outputTypes[0] = inputTypes[kValueIndex];
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        reportFailure("getOutputDataTypes", e);
         return -1;
-    outputTypes[0] = inputTypes[kValueIndex];
-    return 0;
+    }
 }
 
 int32_t CrissCrossAttentionPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
     nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, nvinfer1::DimsExprs* outputs,
     int32_t nbOutputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept
 {
-    if (!inputs || !outputs || nbInputs != kNbInputs || nbOutputs != kNbOutputs)
-        return -1;
-    for (int32_t i = 0; i < kNbInputs; ++i)
+    try
     {
-        if (inputs[i].nbDims != 4)
-        {
-            logPluginMessage(Severity::kERROR, "CrissCrossAttention: inputs must be 4-D (N x C x H x W)");
-            return -1;
-        }
+        CCNET_VALIDATE(outputs != nullptr, "no output shape to fill in");
+        validateTensors(symbolicTensors(inputs, nbInputs, nbOutputs), Dimensions::kMayBeOpen);
+        // The output is a re-weighting of value: same N, C, H, W expressions, no new arithmetic.
+        outputs[0] = inputs[kValueIndex];
+        return 0;
     }
-    // The output is a re-weighting of value: same N, C, H, W expressions, no new arithmetic.
-    outputs[0] = inputs[kValueIndex];
-    return 0;
+    catch (std::exception const& e)
+    {
+        reportFailure("getOutputShapes", e);
+        return -1;
+    }
 }
 
 bool CrissCrossAttentionPlugin::supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut,
@@ -211,57 +314,79 @@ int32_t CrissCrossAttentionPlugin::getNbOutputs() const noexcept
 }
 
 size_t CrissCrossAttentionPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-    nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+    nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept
 {
-    if (!inputs || nbInputs != kNbInputs)
+    try
+    {
+        TensorSet const largest = largestTensors(inputs, nbInputs, outputs, nbOutputs);
+        validateTensors(largest, Dimensions::kConcrete);
+        return workspaceFor(largest);
+    }
+    catch (std::exception const& e)
+    {
+        reportFailure("getWorkspaceSize", e);
         return 0;
-    auto const& maxDims = inputs[kValueIndex].max;
-    if (maxDims.nbDims != 4 || !fitsInt(maxDims.d[0]) || !fitsInt(maxDims.d[2]) || !fitsInt(maxDims.d[3]))
-        return 0;
-    return ccnet_cca_workspace_size(
-        static_cast<int>(maxDims.d[0]), static_cast<int>(maxDims.d[2]), static_cast<int>(maxDims.d[3]));
+    }
 }
 
 int32_t CrissCrossAttentionPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept
 {
-    std::string why;
-    if (!checkRuntimeDescs(in, nbInputs, out, nbOutputs, why))
+    try
     {
-        logPluginMessage(Severity::kERROR, "CrissCrossAttention: " + why);
+        validateTensors(runtimeTensors(in, nbInputs, out, nbOutputs), Dimensions::kConcrete);
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        reportFailure("onShapeChange", e);
         return -1;
     }
-    return 0;
 }
 
 int32_t CrissCrossAttentionPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     nvinfer1::PluginTensorDesc const* outputDesc, void const* const* inputs, void* const* outputs, void* workspace,
     cudaStream_t stream) noexcept
 {
-    std::string why;
-    if (!inputs || !outputs || !checkRuntimeDescs(inputDesc, kNbInputs, outputDesc, kNbOutputs, why))
+    try
     {
-        logPluginMessage(Severity::kERROR, "CrissCrossAttention enqueue: " + (why.empty() ? "null tensors" : why));
+        CCNET_VALIDATE(inputs && outputs, "no input or output pointers");
+        TensorSet const tensors = runtimeTensors(inputDesc, kNbInputs, outputDesc, kNbOutputs);
+        validateTensors(tensors, Dimensions::kConcrete);
+        auto const& q = tensors.dims[kQueryIndex].d;
+        auto const& v = tensors.dims[kValueIndex].d;
+        int const n = static_cast<int>(v[0]);
+        int const h = static_cast<int>(v[2]);
+        int const w = static_cast<int>(v[3]);
+        size_t const needed = ccnet_cca_workspace_size(n, h, w);
+        // TensorRT hands enqueue at least the workspace getWorkspaceSize() declared for the dynamic
+        // ranges of the active profile, and configurePlugin saw those ranges: a configured plugin
+        // passes the largest workspace it declared, so the kernels refuse shapes outside every
+        // configured range instead of overrunning the buffer. A plugin deserialized from an engine
+        // is never configured (TensorRT calls only onShapeChange); it can only rely on TensorRT
+        // keeping the shapes inside the active profile, i.e. on what these shapes need.
+        size_t const available = mConfiguredWorkspaceBytes != 0 ? mConfiguredWorkspaceBytes : needed;
+        int const dtype = tensors.types[0] == DataType::kHALF ? CCNET_CCA_FP16 : CCNET_CCA_FP32;
+        int const status = ccnet_cca_forward(inputs[kQueryIndex], inputs[kKeyIndex], inputs[kValueIndex], outputs[0],
+            n, static_cast<int>(q[1]), static_cast<int>(v[1]), h, w, dtype, workspace, available, stream);
+        if (status != CCNET_CCA_OK)
+        {
+            std::string detail;
+            if (status == CCNET_CCA_WORKSPACE_TOO_SMALL)
+                detail = " (these shapes need " + std::to_string(needed) + " bytes, the plugin was configured for "
+                    + std::to_string(available) + ")";
+            logPluginMessage(Severity::kERROR,
+                std::string("CrissCrossAttention enqueue: ccnet_cca_forward failed: ") + ccnet_cca_status_name(status)
+                    + detail);
+            return -1;
+        }
+        return 0;
+    }
+    catch (std::exception const& e)
+    {
+        reportFailure("enqueue", e);
         return -1;
     }
-    auto const& q = inputDesc[kQueryIndex].dims;
-    auto const& v = inputDesc[kValueIndex].dims;
-    int const n = static_cast<int>(v.d[0]);
-    int const h = static_cast<int>(v.d[2]);
-    int const w = static_cast<int>(v.d[3]);
-    int const dtype = inputDesc[0].type == DataType::kHALF ? CCNET_CCA_FP16 : CCNET_CCA_FP32;
-    // TensorRT provides at least getWorkspaceSize() bytes for the max profile shape, which is
-    // at least what the current shape needs.
-    int const status = ccnet_cca_forward(inputs[kQueryIndex], inputs[kKeyIndex], inputs[kValueIndex], outputs[0], n,
-        static_cast<int>(q.d[1]), static_cast<int>(v.d[1]), h, w, dtype, workspace,
-        ccnet_cca_workspace_size(n, h, w), stream);
-    if (status != CCNET_CCA_OK)
-    {
-        logPluginMessage(
-            Severity::kERROR, "CrissCrossAttention enqueue: kernel launch failed (status " + std::to_string(status) + ")");
-        return -1;
-    }
-    return 0;
 }
 
 nvinfer1::IPluginV3* CrissCrossAttentionPlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept

@@ -62,6 +62,9 @@ public:
 private:
     void buildSerializedFields();
 
+    // Largest workspace this plugin declared for the dynamic ranges configurePlugin gave it
+    // (0 until configured); see enqueue() for how it is used.
+    size_t mConfiguredWorkspaceBytes{0};
     // The plugin has no tunable state: the serialized fields are the contract's constant
     // fields, pointing at the contract's string literals (valid for the library's lifetime).
     std::vector<nvinfer1::PluginField> mSerializedFields;

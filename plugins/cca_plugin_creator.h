@@ -6,7 +6,6 @@
 
 #include <NvInferRuntime.h>
 
-#include <string>
 #include <vector>
 
 namespace ccnet
@@ -23,9 +22,6 @@ public:
     char const* getPluginName() const noexcept override;
     char const* getPluginVersion() const noexcept override;
     char const* getPluginNamespace() const noexcept override;
-
-    // Empty when `fc` satisfies the contract, else the reason it does not. Exposed for tests.
-    static std::string validateFields(nvinfer1::PluginFieldCollection const* fc);
 
 private:
     std::vector<nvinfer1::PluginField> mFieldNames;

@@ -1,24 +1,28 @@
-// Host-side test driver for libccnet_plugins.so. Loads the library with dlopen and reaches the
-// plugin only through the exported getCreators()/setLoggerFinder(), as TensorRT does; no
-// TensorRT runtime is needed (only its headers).
-//   host_driver <lib.so> <check>      exit 0 = pass, 1 = fail, 77 = skipped (no GPU)
-// Checks: describe create output-types formats shapes workspace serialize-roundtrip clone
-//         invalid-fields invalid-fields-stderr
-//         enqueue <fp32|fp16> <n> <cq> <c> <h> <w> <dir>   (GPU: reads dir/{query,key,value}.bin,
-//         writes dir/output.bin; the output is NaN-poisoned before the run)
-#include "cca_op_contract.h"
+// Test driver for the plugin libraries. Loads libccnet_plugins.so or libccnet_cca_cpu.so with
+// dlopen and reaches the plugin only through the exported getCreators()/setLoggerFinder(), as
+// TensorRT does; no TensorRT runtime is needed (only its headers). Built twice from this file:
+// against the CUDA runtime (ccnet_plugin_host_driver) and against the CUDA CPU mode
+// (ccnet_plugin_host_driver_cpu, whose "device" memory is host memory).
+//   host_driver <lib.so> <check>      exit 0 = pass, 1 = fail, 77 = skipped (no CUDA device)
+// Checks: describe create output-types formats shapes workspace workspace-guard
+//         serialize-roundtrip clone invalid-fields invalid-fields-stderr
+//         enqueue <fp32|fp16> <n> <cq> <c> <h> <w> <dir>   reads dir/{query,key,value}.bin into
+//             device memory, runs the plugin's enqueue (output NaN-poisoned first), then
+//             serializes the plugin, recreates it from the serialized fields and enqueues again:
+//             both outputs must be identical; writes dir/output.bin.
+#include "plugin_library.h"
 
-#include <NvInferRuntime.h>
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <iterator>
+#include <limits>
 #include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,26 +42,6 @@ int gFailures = 0;
             ++gFailures;                                                                                               \
         }                                                                                                              \
     } while (0)
-
-// ---- logging: captures what the library reports through setLoggerFinder -----------------
-class CapturingLogger : public ILogger
-{
-public:
-    void log(Severity severity, AsciiChar const* msg) noexcept override
-    {
-        messages.push_back(msg ? msg : "");
-        if (severity <= Severity::kWARNING)
-            std::fprintf(stderr, "[logged] %s\n", msg ? msg : "");
-    }
-    std::vector<std::string> messages;
-};
-
-class TestLoggerFinder : public ILoggerFinder
-{
-public:
-    ILogger* findLogger() override { return &logger; }
-    CapturingLogger logger;
-};
 
 // ---- a small expression builder: constants fold, everything else stays symbolic ---------
 class TestDimImpl : public apiv::VDimensionExpr
@@ -125,96 +109,16 @@ public:
     TestExprBuilderImpl impl;
 };
 
-// ---- library access -----------------------------------------------------------------------
-using GetCreatorsFn = IPluginCreatorInterface* const* (*) (int32_t&);
-using SetLoggerFinderFn = void (*)(ILoggerFinder*);
-
-struct Library
-{
-    void* handle{};
-    GetCreatorsFn getCreators{};
-    SetLoggerFinderFn setLoggerFinder{};
-};
-
-Library openLibrary(char const* path)
-{
-    Library lib;
-    lib.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!lib.handle)
-    {
-        std::fprintf(stderr, "dlopen(%s) failed: %s\n", path, dlerror());
-        std::exit(1);
-    }
-    lib.getCreators = reinterpret_cast<GetCreatorsFn>(dlsym(lib.handle, "getCreators"));
-    lib.setLoggerFinder = reinterpret_cast<SetLoggerFinderFn>(dlsym(lib.handle, "setLoggerFinder"));
-    if (!lib.getCreators || !lib.setLoggerFinder)
-    {
-        std::fprintf(stderr, "library does not export getCreators/setLoggerFinder\n");
-        std::exit(1);
-    }
-    return lib;
-}
-
-IPluginCreatorV3One* findCreator(Library const& lib)
-{
-    int32_t nbCreators = -1;
-    IPluginCreatorInterface* const* creators = lib.getCreators(nbCreators);
-    if (!creators || nbCreators < 1)
-        return nullptr;
-    for (int32_t i = 0; i < nbCreators; ++i)
-    {
-        InterfaceInfo const info = creators[i]->getInterfaceInfo();
-        if (std::strcmp(info.kind, "PLUGIN CREATOR_V3ONE") != 0)
-            continue;
-        auto* creator = static_cast<IPluginCreatorV3One*>(creators[i]);
-        if (std::strcmp(creator->getPluginName(), contract::kPluginName) == 0)
-            return creator;
-    }
-    return nullptr;
-}
-
-// Valid fields as the ONNX parser passes string attributes (length = bytes, no terminator).
-std::vector<PluginField> contractFields()
-{
-    std::vector<PluginField> fields;
-    for (auto const& spec : contract::kFields)
-        fields.emplace_back(spec.name, spec.value, spec.type, static_cast<int32_t>(std::strlen(spec.value)));
-    return fields;
-}
-
-PluginFieldCollection collectionOf(std::vector<PluginField> const& fields)
-{
-    PluginFieldCollection fc;
-    fc.nbFields = static_cast<int32_t>(fields.size());
-    fc.fields = fields.data();
-    return fc;
-}
-
-struct PluginDeleter
-{
-    void operator()(IPluginV3* p) const { delete p; }
-};
-using PluginPtr = std::unique_ptr<IPluginV3, PluginDeleter>;
-
-PluginPtr createValid(IPluginCreatorV3One* creator, TensorRTPhase phase = TensorRTPhase::kBUILD)
-{
-    auto fields = contractFields();
-    auto fc = collectionOf(fields);
-    return PluginPtr(creator->createPlugin("cca_test", &fc, phase));
-}
-
-IPluginV3OneCore* coreOf(IPluginV3* p)
-{
-    return static_cast<IPluginV3OneCore*>(p->getCapabilityInterface(PluginCapabilityType::kCORE));
-}
-IPluginV3OneBuild* buildOf(IPluginV3* p)
-{
-    return static_cast<IPluginV3OneBuild*>(p->getCapabilityInterface(PluginCapabilityType::kBUILD));
-}
-IPluginV3OneRuntime* runtimeOf(IPluginV3* p)
-{
-    return static_cast<IPluginV3OneRuntime*>(p->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-}
+using ccnet::test::buildOf;
+using ccnet::test::collectionOf;
+using ccnet::test::contractFields;
+using ccnet::test::coreOf;
+using ccnet::test::createValid;
+using ccnet::test::findCreator;
+using ccnet::test::Library;
+using ccnet::test::PluginPtr;
+using ccnet::test::runtimeOf;
+using ccnet::test::TestLoggerFinder;
 
 std::string fieldValue(PluginField const& f)
 {
@@ -268,18 +172,18 @@ void checkCreate(Library const& lib)
         CHECK(std::strcmp(core->getPluginNamespace(), creator->getPluginNamespace()) == 0);
         CHECK(buildOf(plugin.get())->getNbOutputs() == 1);
     }
-    // Strings passed with a trailing NUL counted in length are accepted as well.
-    std::vector<PluginField> withNul;
+    // Strings given without the terminating NUL (length = text bytes) are accepted as well.
+    std::vector<PluginField> withoutNul;
     for (auto const& spec : contract::kFields)
-        withNul.emplace_back(spec.name, spec.value, spec.type, static_cast<int32_t>(std::strlen(spec.value) + 1));
-    auto fc = collectionOf(withNul);
-    PluginPtr plugin(creator->createPlugin("cca_nul", &fc, TensorRTPhase::kRUNTIME));
+        withoutNul.emplace_back(spec.name, spec.value, spec.type, static_cast<int32_t>(std::strlen(spec.value)));
+    auto fc = collectionOf(withoutNul);
+    PluginPtr plugin(creator->createPlugin("cca_without_nul", &fc, TensorRTPhase::kRUNTIME));
     CHECK(plugin != nullptr);
 }
 
 void checkOutputTypes(Library const& lib)
 {
-    PluginPtr plugin = createValid(findCreator(lib));
+    PluginPtr plugin = createValid(findCreator(lib), TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (!plugin)
         return;
@@ -325,7 +229,7 @@ bool acceptsCombination(IPluginV3OneBuild* build, std::vector<std::pair<DataType
 
 void checkFormats(Library const& lib)
 {
-    PluginPtr plugin = createValid(findCreator(lib));
+    PluginPtr plugin = createValid(findCreator(lib), TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (!plugin)
         return;
@@ -358,7 +262,7 @@ void checkFormats(Library const& lib)
 
 void checkShapes(Library const& lib)
 {
-    PluginPtr plugin = createValid(findCreator(lib));
+    PluginPtr plugin = createValid(findCreator(lib), TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (!plugin)
         return;
@@ -403,9 +307,16 @@ void checkShapes(Library const& lib)
     CHECK(b->getOutputShapes(fixed, 2, nullptr, 0, outputs, 1, builder) != 0);
 }
 
-void checkWorkspace(Library const& lib)
+void setMaxDims(DynamicPluginTensorDesc& d, int64_t n, int64_t h, int64_t w)
 {
-    PluginPtr plugin = createValid(findCreator(lib));
+    int64_t const maxDims[4] = {n, d.desc.dims.d[1], h, w};
+    for (int i = 0; i < 4; ++i)
+        d.max.d[i] = maxDims[i];
+}
+
+void checkWorkspace(Library const& lib, TestLoggerFinder& finder)
+{
+    PluginPtr plugin = createValid(findCreator(lib), TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (!plugin)
         return;
@@ -413,16 +324,30 @@ void checkWorkspace(Library const& lib)
     DynamicPluginTensorDesc in[3] = {tensorDesc(DataType::kHALF, TensorFormat::kLINEAR, 64),
         tensorDesc(DataType::kHALF, TensorFormat::kLINEAR, 64), tensorDesc(DataType::kHALF, TensorFormat::kLINEAR, 512)};
     for (auto& d : in)
-    {
-        int64_t const maxDims[4] = {2, d.desc.dims.d[1], 128, 256};
-        for (int i = 0; i < 4; ++i)
-            d.max.d[i] = maxDims[i];
-    }
+        setMaxDims(d, 2, 128, 256);
     DynamicPluginTensorDesc out[1] = {in[2]};
-    // Two float2 softmax statistics per pixel of the largest profile shape.
-    CHECK(b->getWorkspaceSize(in, 3, out, 1) == size_t{16} * 2 * 128 * 256); // 16 B per pixel, N=2
+    // Per pixel of the largest profile shape: two float2 softmax statistics and one probability
+    // per key of its row and its column.
+    CHECK(b->getWorkspaceSize(in, 3, out, 1) == size_t{2} * 128 * 256 * (16 + 4 * (128 + 256)));
     CHECK(b->configurePlugin(in, 3, out, 1) == 0);
     CHECK(b->configurePlugin(in, 2, out, 1) != 0);
+
+    // Profile bounds the kernels cannot run: refused with a logged reason, never a wrapped size.
+    int64_t const intMax = std::numeric_limits<int32_t>::max();
+    int64_t const tooLarge[][3] = {{intMax, intMax, intMax}, {1, 65536, 8}, {70000, 4, 4}};
+    for (auto const& nhw : tooLarge)
+    {
+        DynamicPluginTensorDesc big[3] = {in[0], in[1], in[2]};
+        for (auto& d : big)
+            setMaxDims(d, nhw[0], nhw[1], nhw[2]);
+        DynamicPluginTensorDesc bigOut[1] = {big[2]};
+        size_t const before = finder.logger.messages.size();
+        CHECK(b->getWorkspaceSize(big, 3, bigOut, 1) == 0);
+        CHECK(b->configurePlugin(big, 3, bigOut, 1) != 0);
+        CHECK(finder.logger.contains("problem too large", before));
+    }
+    CHECK(lib.workspaceSize(intMax, intMax, intMax) == 0);
+    CHECK(lib.workspaceSize(0, 4, 4) == 0);
 
     // onShapeChange validates concrete shapes and types
     IPluginV3OneRuntime* r = runtimeOf(plugin.get());
@@ -435,10 +360,68 @@ void checkWorkspace(Library const& lib)
     CHECK(r->onShapeChange(rin, 3, rout, 1) == 0);
     PluginTensorDesc badKey[3] = {rin[0], rin[1], rin[2]};
     badKey[1].dims.d[1] = 32;
+    size_t before = finder.logger.messages.size();
     CHECK(r->onShapeChange(badKey, 3, rout, 1) != 0);
+    CHECK(finder.logger.contains("query and key must have the same shape", before));
     PluginTensorDesc badType[3] = {rin[0], rin[1], rin[2]};
     badType[2].type = DataType::kFLOAT;
+    before = finder.logger.messages.size();
     CHECK(r->onShapeChange(badType, 3, rout, 1) != 0);
+    CHECK(finder.logger.contains("all tensors must be FP32, or all FP16", before));
+}
+
+// enqueue passes the workspace the plugin declared for its configured ranges: a shape needing
+// more is refused by the kernels, named in the log, and nothing runs. Host buffers are sized for
+// the running shape and the workspace for the configured one, so a guard that failed to fire
+// would overrun the workspace (AddressSanitizer build) or fail the launch (CUDA build).
+void checkWorkspaceGuard(Library const& lib, TestLoggerFinder& finder)
+{
+    PluginPtr plugin = createValid(findCreator(lib), TensorRTPhase::kBUILD);
+    CHECK(plugin != nullptr);
+    if (!plugin)
+        return;
+    IPluginV3OneBuild* b = buildOf(plugin.get());
+    IPluginV3OneRuntime* r = runtimeOf(plugin.get());
+    int64_t const cq = 8, c = 16;
+    DynamicPluginTensorDesc in[3] = {tensorDesc(DataType::kFLOAT, TensorFormat::kLINEAR, cq),
+        tensorDesc(DataType::kFLOAT, TensorFormat::kLINEAR, cq), tensorDesc(DataType::kFLOAT, TensorFormat::kLINEAR, c)};
+    for (auto& d : in)
+        setMaxDims(d, 1, 4, 4);
+    DynamicPluginTensorDesc out[1] = {in[2]};
+    CHECK(b->configurePlugin(in, 3, out, 1) == 0);
+    size_t const configured = b->getWorkspaceSize(in, 3, out, 1);
+    CHECK(configured == lib.workspaceSize(1, 4, 4));
+
+    int64_t const h = 8, w = 8; // beyond the configured 4 x 4
+    PluginTensorDesc rin[4] = {in[0].desc, in[1].desc, in[2].desc, in[2].desc};
+    int64_t const channels[4] = {cq, cq, c, c};
+    for (int i = 0; i < 4; ++i)
+    {
+        int64_t const dims[4] = {1, channels[i], h, w};
+        for (int j = 0; j < 4; ++j)
+            rin[i].dims.d[j] = dims[j];
+    }
+    std::vector<float> q(cq * h * w, 0.5f), k(cq * h * w, 0.25f), v(c * h * w, 1.f), o(c * h * w, -7.f);
+    std::vector<char> workspace(configured);
+    void const* inputs[3] = {q.data(), k.data(), v.data()};
+    void* outputs[1] = {o.data()};
+    size_t const before = finder.logger.messages.size();
+    CHECK(r->enqueue(rin, rin + 3, inputs, outputs, workspace.data(), nullptr) != 0);
+    CHECK(finder.logger.contains("ccnet_cca_forward failed: workspace too small", before));
+    bool untouched = true;
+    for (float x : o)
+        untouched = untouched && x == -7.f;
+    CHECK(untouched);
+
+    // A clone keeps the configured workspace (TensorRT clones configured plugins).
+    PluginPtr copy(plugin->clone());
+    CHECK(copy != nullptr);
+    if (copy)
+    {
+        size_t const beforeCopy = finder.logger.messages.size();
+        CHECK(runtimeOf(copy.get())->enqueue(rin, rin + 3, inputs, outputs, workspace.data(), nullptr) != 0);
+        CHECK(finder.logger.contains("workspace too small", beforeCopy));
+    }
 }
 
 std::map<std::string, std::string> fieldMap(PluginFieldCollection const* fc)
@@ -452,7 +435,7 @@ std::map<std::string, std::string> fieldMap(PluginFieldCollection const* fc)
 void checkSerializeRoundtrip(Library const& lib)
 {
     IPluginCreatorV3One* creator = findCreator(lib);
-    PluginPtr plugin = createValid(creator);
+    PluginPtr plugin = createValid(creator, TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (!plugin)
         return;
@@ -464,8 +447,9 @@ void checkSerializeRoundtrip(Library const& lib)
     {
         auto it = savedFields.find(spec.name);
         CHECK(it != savedFields.end());
+        // Serialized like the ONNX parser passes strings: the length counts the terminating NUL.
         if (it != savedFields.end())
-            CHECK(it->second == std::to_string(static_cast<int>(spec.type)) + ":" + spec.value);
+            CHECK(it->second == std::to_string(static_cast<int>(spec.type)) + ":" + spec.value + std::string(1, '\0'));
     }
     // What TensorRT does at deserialization: create from the serialized fields, runtime phase.
     PluginPtr restored(creator->createPlugin("cca_restored", saved, TensorRTPhase::kRUNTIME));
@@ -479,7 +463,7 @@ void checkSerializeRoundtrip(Library const& lib)
 void checkClone(Library const& lib)
 {
     IPluginCreatorV3One* creator = findCreator(lib);
-    PluginPtr plugin = createValid(creator);
+    PluginPtr plugin = createValid(creator, TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (!plugin)
         return;
@@ -497,6 +481,17 @@ void checkClone(Library const& lib)
     CHECK(std::strcmp(coreOf(copy.get())->getPluginNamespace(), contract::kPluginNamespace) == 0);
     PluginPtr attached(runtimeOf(copy.get())->attachToContext(nullptr));
     CHECK(attached != nullptr && attached.get() != copy.get());
+}
+
+// A heap copy of `text` (NUL included) that lives until exit: reading past it is a heap
+// overflow AddressSanitizer reports.
+char const* heapText(char const* text)
+{
+    static std::deque<std::unique_ptr<char[]>> copies;
+    size_t const bytes = std::strlen(text) + 1;
+    copies.emplace_back(new char[bytes]);
+    std::memcpy(copies.back().get(), text, bytes);
+    return copies.back().get();
 }
 
 // Each case must fail creation, without crashing, and log a reason naming the problem.
@@ -524,6 +519,11 @@ void checkInvalidFields(Library const& lib, TestLoggerFinder* finder)
         {"null data", [](auto& f) { f[0].data = nullptr; }, "plugin_version"},
         {"negative length", [](auto& f) { f[1].length = -3; }, "plugin_namespace"},
         {"truncated value", [](auto& f) { f[1].length = 2; }, "plugin_namespace"},
+        {"value without its NUL but one byte too long", [](auto& f) { f[1] = PluginField("plugin_namespace", "ccnetx", PluginFieldType::kCHAR, 6); }, "plugin_namespace"},
+        {"NUL inside the value", [](auto& f) { f[1] = PluginField("plugin_namespace", "cc\0et", PluginFieldType::kCHAR, 6); }, "plugin_namespace"},
+        // A length far beyond the 2-byte buffer: refused by the length alone, without reading.
+        {"length beyond the buffer", [](auto& f) { f[0].data = heapText("1"); f[0].length = std::numeric_limits<int32_t>::max(); }, "plugin_version"},
+        {"duplicate field", [](auto& f) { f.push_back(f[0]); }, "given twice"},
     };
     for (auto const& c : cases)
     {
@@ -553,11 +553,50 @@ void checkInvalidFields(Library const& lib, TestLoggerFinder* finder)
         CHECK(finder->logger.messages.size() > before);
 }
 
-// ---- GPU: enqueue on the plugin object, no TensorRT runtime -------------------------------
+// ---- enqueue on the plugin object, no TensorRT runtime --------------------------------------
 std::vector<char> readFile(std::string const& path)
 {
     std::ifstream in(path, std::ios::binary);
     return std::vector<char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+struct DeviceBuffer
+{
+    void* pointer{};
+    size_t bytes{};
+    DeviceBuffer() = default;
+    DeviceBuffer(DeviceBuffer const&) = delete;
+    DeviceBuffer& operator=(DeviceBuffer const&) = delete;
+    ~DeviceBuffer() { cudaFree(pointer); }
+    bool allocate(size_t size)
+    {
+        bytes = size;
+        return cudaMalloc(&pointer, size) == cudaSuccess;
+    }
+};
+
+// One enqueue into a NaN-poisoned output (all-ones bytes are NaN in FP32 and FP16, so an element
+// never written stays NaN) and a poisoned workspace; the output bytes, or empty on failure.
+std::vector<char> enqueueOnce(IPluginV3OneRuntime* runtime, PluginTensorDesc const* descs, DeviceBuffer* tensors,
+    DeviceBuffer& workspace, cudaStream_t stream)
+{
+    DeviceBuffer& output = tensors[3];
+    if (cudaMemset(output.pointer, 0xFF, output.bytes) != cudaSuccess
+        || cudaMemset(workspace.pointer, 0xFF, workspace.bytes) != cudaSuccess)
+        return {};
+    void const* inputs[3] = {tensors[0].pointer, tensors[1].pointer, tensors[2].pointer};
+    void* outputs[1] = {output.pointer};
+    int32_t const status = runtime->enqueue(descs, descs + 3, inputs, outputs, workspace.pointer, stream);
+    cudaError_t const syncError = cudaStreamSynchronize(stream);
+    if (status != 0 || syncError != cudaSuccess)
+    {
+        std::fprintf(stderr, "enqueue failed: status %d, %s\n", status, cudaGetErrorString(syncError));
+        return {};
+    }
+    std::vector<char> result(output.bytes);
+    if (cudaMemcpy(result.data(), output.pointer, output.bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
+        return {};
+    return result;
 }
 
 int runEnqueue(Library const& lib, int argc, char** argv)
@@ -577,7 +616,8 @@ int runEnqueue(Library const& lib, int argc, char** argv)
         std::fprintf(stderr, "SKIP: no CUDA device\n");
         return 77;
     }
-    PluginPtr plugin = createValid(findCreator(lib), TensorRTPhase::kRUNTIME);
+    IPluginCreatorV3One* creator = findCreator(lib);
+    PluginPtr plugin = createValid(creator, TensorRTPhase::kBUILD);
     if (!plugin)
         return 1;
     DataType const type = half ? DataType::kHALF : DataType::kFLOAT;
@@ -595,34 +635,26 @@ int runEnqueue(Library const& lib, int argc, char** argv)
         dyn[i].desc = descs[i];
         dyn[i].min = dyn[i].opt = dyn[i].max = descs[i].dims;
     }
+    // As TensorRT's builder: configure with the ranges, size the workspace, set the shapes.
     IPluginV3OneBuild* build = buildOf(plugin.get());
-    IPluginV3OneRuntime* runtime = runtimeOf(plugin.get());
-    if (build->configurePlugin(dyn, 3, dyn + 3, 1) != 0 || runtime->onShapeChange(descs, 3, descs + 3, 1) != 0)
+    if (build->configurePlugin(dyn, 3, dyn + 3, 1) != 0 || runtimeOf(plugin.get())->onShapeChange(descs, 3, descs + 3, 1) != 0)
         return 1;
-    size_t const workspaceBytes = build->getWorkspaceSize(dyn, 3, dyn + 3, 1);
-
+    DeviceBuffer workspace;
+    DeviceBuffer tensors[4];
+    bool ok = workspace.allocate(build->getWorkspaceSize(dyn, 3, dyn + 3, 1));
     char const* names[3] = {"query", "key", "value"};
-    void* device[4]{};
-    size_t bytes[4];
-    for (int i = 0; i < 4; ++i)
-        bytes[i] = static_cast<size_t>(shapes[i][0] * shapes[i][1] * shapes[i][2] * shapes[i][3]) * elem;
-    void* workspace = nullptr;
-    bool ok = cudaMalloc(&workspace, workspaceBytes) == cudaSuccess;
     for (int i = 0; i < 4 && ok; ++i)
-        ok = cudaMalloc(&device[i], bytes[i]) == cudaSuccess;
+        ok = tensors[i].allocate(static_cast<size_t>(shapes[i][0] * shapes[i][1] * shapes[i][2] * shapes[i][3]) * elem);
     for (int i = 0; i < 3 && ok; ++i)
     {
         std::vector<char> host = readFile(dir + "/" + names[i] + ".bin");
-        if (host.size() != bytes[i])
+        if (host.size() != tensors[i].bytes)
         {
-            std::fprintf(stderr, "%s.bin has %zu bytes, expected %zu\n", names[i], host.size(), bytes[i]);
+            std::fprintf(stderr, "%s.bin has %zu bytes, expected %zu\n", names[i], host.size(), tensors[i].bytes);
             return 1;
         }
-        ok = cudaMemcpy(device[i], host.data(), bytes[i], cudaMemcpyHostToDevice) == cudaSuccess;
+        ok = cudaMemcpy(tensors[i].pointer, host.data(), host.size(), cudaMemcpyHostToDevice) == cudaSuccess;
     }
-    // All-ones bytes are NaN in both FP32 and FP16: any output element not written stays NaN.
-    ok = ok && cudaMemset(device[3], 0xFF, bytes[3]) == cudaSuccess;
-    ok = ok && cudaMemset(workspace, 0xFF, workspaceBytes) == cudaSuccess;
     cudaStream_t stream{};
     ok = ok && cudaStreamCreate(&stream) == cudaSuccess;
     if (!ok)
@@ -630,22 +662,24 @@ int runEnqueue(Library const& lib, int argc, char** argv)
         std::fprintf(stderr, "CUDA setup failed: %s\n", cudaGetErrorString(cudaGetLastError()));
         return 1;
     }
-    void const* inputs[3] = {device[0], device[1], device[2]};
-    void* outputs[1] = {device[3]};
-    int32_t const status = runtime->enqueue(descs, descs + 3, inputs, outputs, workspace, stream);
-    cudaError_t const syncError = cudaStreamSynchronize(stream);
-    if (status != 0 || syncError != cudaSuccess)
+    std::vector<char> const first = enqueueOnce(runtimeOf(plugin.get()), descs, tensors, workspace, stream);
+
+    // As deserializing an engine: a new plugin from the serialized fields, runtime phase, only
+    // onShapeChange before enqueue. It must compute exactly the same output.
+    PluginPtr restored(
+        creator->createPlugin("cca_restored", runtimeOf(plugin.get())->getFieldsToSerialize(), TensorRTPhase::kRUNTIME));
+    std::vector<char> second;
+    if (restored && runtimeOf(restored.get())->onShapeChange(descs, 3, descs + 3, 1) == 0)
+        second = enqueueOnce(runtimeOf(restored.get()), descs, tensors, workspace, stream);
+    cudaStreamDestroy(stream);
+    if (first.empty() || second.empty())
+        return 1;
+    if (first != second)
     {
-        std::fprintf(stderr, "enqueue failed: status %d, %s\n", status, cudaGetErrorString(syncError));
+        std::fprintf(stderr, "FAIL: the plugin recreated from its serialized fields computed a different output\n");
         return 1;
     }
-    std::vector<char> result(bytes[3]);
-    cudaMemcpy(result.data(), device[3], bytes[3], cudaMemcpyDeviceToHost);
-    std::ofstream(dir + "/output.bin", std::ios::binary).write(result.data(), static_cast<std::streamsize>(result.size()));
-    for (void* p : device)
-        cudaFree(p);
-    cudaFree(workspace);
-    cudaStreamDestroy(stream);
+    std::ofstream(dir + "/output.bin", std::ios::binary).write(first.data(), static_cast<std::streamsize>(first.size()));
     return 0;
 }
 } // namespace
@@ -654,10 +688,10 @@ int main(int argc, char** argv)
 {
     if (argc < 3)
     {
-        std::fprintf(stderr, "usage: %s <libccnet_plugins.so> <check> [args]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s <plugin library> <check> [args]\n", argv[0]);
         return 2;
     }
-    Library lib = openLibrary(argv[1]);
+    Library lib = ccnet::test::openLibrary(argv[1]);
     std::string const check = argv[2];
     static TestLoggerFinder finder; // outlives every plugin call (the library keeps the pointer)
     // invalid-fields-stderr runs without a logger finder: reasons must then go to stderr.
@@ -675,7 +709,9 @@ int main(int argc, char** argv)
     else if (check == "shapes")
         checkShapes(lib);
     else if (check == "workspace")
-        checkWorkspace(lib);
+        checkWorkspace(lib, finder);
+    else if (check == "workspace-guard")
+        checkWorkspaceGuard(lib, finder);
     else if (check == "serialize-roundtrip")
         checkSerializeRoundtrip(lib);
     else if (check == "clone")
