@@ -16,10 +16,6 @@ import os
 import statistics
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
 SHAPES = [(1, 512, 128, 256), (2, 512, 97, 97), (1, 512, 64, 128)]
 # Peak DRAM bandwidth in GB/s by device-name substring (first match wins; vendor data sheets).
 PEAK_BANDWIDTH_GBS = [

@@ -11,6 +11,7 @@ Dtype and status codes of the kernels' C interface come from cca_op.json, as in 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ class PluginLibraryError(RuntimeError):
     """The plugin library is missing or unusable; the message says what to do."""
 
 
+@functools.lru_cache(maxsize=None)
 def contract() -> dict:
     """The parsed op contract plugins/cca_op.json (plugin name, version, namespace, fields, codes)."""
     with open(_CONTRACT_PATH, encoding="utf-8") as f:

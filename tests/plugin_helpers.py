@@ -12,16 +12,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import plugins
 
-import plugins  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (N, Cq, C, H, W): every edge of the kernels' tiling (32-pixel query/key tiles, 16-channel q/k
 # chunks, 64-channel value tiles): H=1, W=1, H and W below, equal to and above 32 and not

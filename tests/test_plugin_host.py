@@ -197,7 +197,8 @@ def test_loader_names_the_missing_dependency(tmp_path):
 
 
 def test_plugins_package_imports_without_torch_or_tensorrt():
-    code = ("import sys; sys.path.insert(0, %r); import plugins; plugins.contract(); "
-            "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules" % REPO)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    code = ("import sys, plugins; plugins.contract(); "
+            "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -25,6 +25,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${OUT:-$REPO/out/gpu}"
 PYTHON="${PYTHON:-python3}"
 BUILD="${CCNET_GPU_BUILD_DIR:-$REPO/build-gpu}"
+# The device machine has no editable install: the repository itself is the import root.
+export PYTHONPATH="$REPO:$REPO/tests${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/device_run.log"
 mkdir -p "$OUT"
 rm -f "$LOG" "$OUT/kernel_correctness.json"

@@ -12,17 +12,11 @@ every measured error is recorded there.
 """
 from __future__ import annotations
 
-import os
-import sys
 
 import numpy as np
 import pytest
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
-
-from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, enqueue_through_driver, make_inputs,  # noqa: E402
+from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, enqueue_through_driver, make_inputs,
                             plugin_build, plugins, record_correctness, reference_torch_op, relative_error,
                             shape_id)
 
