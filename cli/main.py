@@ -13,6 +13,7 @@ COMMANDS = {
     "export": "export", "fp16": "fp16", "calibrate": "calibrate", "build": "build",
     "inspect": "inspect", "parity": "parity", "eval": "eval", "predict": "predict",
     "video": "video", "train": "train", "synthetic": "synthetic",
+    "serve": "serve", "triton-repo": "triton_repo",
 }
 
 

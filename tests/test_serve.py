@@ -1,0 +1,307 @@
+"""`ccnet serve`: a real Triton server (PyTriton) started as the command line does, on free
+loopback ports, with the ccnet-demo model exported to ONNX; every answer is compared with
+`Segmenter.segment` on the same real photo."""
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed: pip install -e '.[serve]'")
+http = pytest.importorskip("tritonclient.http", reason="pip install -e '.[serve]'")
+grpc = pytest.importorskip("tritonclient.grpc", reason="pip install -e '.[serve]'")
+
+from helpers import export_tiny_onnx  # noqa: E402
+from serving_helpers import LOOPBACK, ServeProcess, alive, descendants, free_ports, port_is_free  # noqa: E402,E501
+
+from runtime.serving_contract import BadRequest, bad_request_reason, request_images  # noqa: E402
+
+InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory):
+    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo.onnx")
+
+
+@pytest.fixture(scope="module")
+def segmenter(demo_onnx):
+    from runtime import Segmenter
+
+    with Segmenter(demo_onnx, device="cpu") as seg:
+        yield seg
+
+
+@pytest.fixture(scope="module")
+def images(photos):
+    """Two VOC and two ADE20K photos (decoded BGR) with their file bytes."""
+    chosen = photos[:2] + photos[-2:]
+    return [(cv2.imread(p), _read_bytes(p)) for p in chosen]
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def server(demo_onnx, tmp_path_factory):
+    """`ccnet serve` with the defaults (max batch size 4, one instance), small image limit."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc = ServeProcess(demo_onnx, str(log), "--max-image-side", "1024",
+                        "--shutdown-timeout", "10", "--log-batches")
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        status = proc.stop()
+        assert status == 0, proc.log_tail()
+        assert all(port_is_free(p) for p in proc.ports), f"ports {proc.ports} still bound"
+
+
+def _http_image(image, batched=True):
+    data = image[None] if batched else image
+    tensor = http.InferInput("image", list(data.shape), "UINT8")
+    tensor.set_data_from_numpy(data)
+    return tensor
+
+
+def _infer_http(url, inputs, outputs=None):
+    client = http.InferenceServerClient(url)
+    try:
+        return client.infer("ccnet", inputs, outputs=outputs)
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------------------------- contract (no server)
+def test_request_images_checks_each_input():
+    image = np.zeros((1, 6, 8, 3), np.uint8)
+    assert request_images(image, None, batched=True)[0].shape == (6, 8, 3)
+    _, png = cv2.imencode(".png", image[0])
+    decoded = request_images(None, np.array([[png.tobytes()]], dtype=object), batched=True)
+    assert np.array_equal(decoded[0], image[0])
+    cases = [((None, None), "exactly one"), ((image, np.array([[b"x"]], dtype=object)), "exactly one"),
+             ((image.astype(np.float32), None), "must be UINT8"), ((image[0, :, :, 0], None), "[N, H, W, 3]"),
+             ((None, np.array([[b""]], dtype=object)), "is empty"),
+             ((None, np.array([[b"not an image"]], dtype=object)), "not a decodable image"),
+             ((np.zeros((1, 4, 20, 3), np.uint8), None), "larger than this server allows")]
+    for (img, enc), reason in cases:
+        with pytest.raises(BadRequest) as info:
+            request_images(img, enc, batched=True, max_side=16)
+        assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_model_callable_names_the_bad_request_of_a_batch(segmenter):
+    from pytriton.proxy.types import Request
+
+    from runtime.serving import SegmentationModel, ServeOptions
+
+    model = SegmentationModel(segmenter, ServeOptions())
+    good = Request({"image": np.zeros((1, 32, 48, 3), np.uint8)}, requested_output_names=["labels"])
+    answer = model([good])[0]["labels"]
+    assert answer.shape == (1, 32, 48) and answer.dtype == np.uint8
+    bad = Request({"encoded": np.array([[b""]], dtype=object)})
+    with pytest.raises(BadRequest, match=r"^request 2 of 2 in this batch: 'encoded' is empty"):
+        model([good, bad])
+
+
+def test_model_callable_without_batch_dimension_returns_logits_on_request(segmenter, images):
+    from pytriton.proxy.types import Request
+
+    from runtime.serving import SegmentationModel, ServeOptions
+
+    image = images[0][0]
+    model = SegmentationModel(segmenter, ServeOptions(max_batch_size=0, logits=True))
+    both = model([Request({"image": image}, requested_output_names=["labels", "logits"]),
+                  Request({"image": image}, requested_output_names=["labels"])])
+    prediction = segmenter.predict(image)
+    np.testing.assert_array_equal(both[0]["labels"], prediction.labels)
+    np.testing.assert_array_equal(both[0]["logits"], prediction.logits)
+    assert set(both[1]) == {"labels"}
+
+
+def test_libpython_folder_goes_first_and_is_restored():
+    import sysconfig
+
+    from runtime.serving import explain_start_failure, interpreter_libpython_first
+
+    libdir = sysconfig.get_config_var("LIBDIR")
+    env = {"LD_LIBRARY_PATH": f"/opt/other:{libdir}"}
+    with interpreter_libpython_first(env):
+        assert env["LD_LIBRARY_PATH"] == f"{libdir}:/opt/other"
+    assert env["LD_LIBRARY_PATH"] == f"/opt/other:{libdir}"
+    stub_error = Exception("load failed: AttributeError: '_thread.RLock' object has no attribute "
+                           "'_recursion_count'\nAt: model.py")
+    reason = explain_start_failure(stub_error, "ccnet")
+    assert "libpython" in reason and "\n" not in reason
+
+
+def test_cli_refuses_a_busy_port_before_loading_anything(demo_onnx, capsys):
+    import socket
+
+    from cli.main import main
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, grpc_port))
+        busy.listen(1)
+        status = main(["serve", "--model", demo_onnx, "--address", LOOPBACK, "--http-port",
+                       str(http_port), "--grpc-port", str(grpc_port), "--metrics-port",
+                       str(metrics_port)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err == (f"error: port {grpc_port} (--grpc-port) is in use on "
+                                   f"{LOOPBACK}: stop what holds it or pick another --grpc-port")
+    assert main(["serve", "--model", "missing.onnx", "--http-port", str(http_port),
+                 "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+                 "--address", LOOPBACK]) == 2
+    assert "ONNX model not found: missing.onnx" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- real server
+def test_model_config_is_the_documented_contract(server):
+    client = grpc.InferenceServerClient(server.grpc_url)
+    try:
+        config = client.get_model_config("ccnet", as_json=True)["config"]
+    finally:
+        client.close()
+    inputs = {t["name"]: (t["data_type"], t["dims"], t.get("optional")) for t in config["input"]}
+    outputs = {t["name"]: (t["data_type"], t["dims"]) for t in config["output"]}
+    assert config["max_batch_size"] == 4 and "dynamic_batching" in config
+    assert inputs == {"image": ("TYPE_UINT8", ["-1", "-1", "3"], True),
+                      "encoded": ("TYPE_STRING", ["1"], True)}
+    assert outputs == {"labels": ("TYPE_UINT8", ["-1", "-1"])}  # logits off by default
+
+
+def test_http_answers_equal_segmenter(server, segmenter, images):
+    for image, _ in images:
+        labels = _infer_http(server.http_url, [_http_image(image)]).as_numpy("labels")
+        assert labels.dtype == np.uint8 and labels.shape == (1,) + image.shape[:2]
+        np.testing.assert_array_equal(labels[0], segmenter.segment(image))
+
+
+def test_grpc_image_and_encoded_equal_segmenter(server, segmenter, images):
+    client = grpc.InferenceServerClient(server.grpc_url)
+    try:
+        for image, data in images[1:3]:
+            expected = segmenter.segment(image)
+            pixels = grpc.InferInput("image", [1, *image.shape], "UINT8")
+            pixels.set_data_from_numpy(image[None])
+            encoded = grpc.InferInput("encoded", [1, 1], "BYTES")
+            encoded.set_data_from_numpy(np.array([[data]], dtype=object))
+            for tensor in (pixels, encoded):
+                labels = client.infer("ccnet", [tensor]).as_numpy("labels")
+                np.testing.assert_array_equal(labels[0], expected)
+    finally:
+        client.close()
+
+
+def test_four_concurrent_clients_of_mixed_sizes(server, segmenter, images):
+    sizes = [(320, 240), (240, 320), None, (500, 281)]  # (w, h); None: the photo as it is
+    distinct = [image if size is None else cv2.resize(image, size)
+                for image, _ in images[1:3] for size in sizes]
+    references = [segmenter.segment(image) for image in distinct]
+    cases = [distinct[index % len(distinct)] for index in range(40)]
+    expected = [references[index % len(distinct)] for index in range(40)]
+    results, errors = [None] * len(cases), []
+
+    def client_loop(worker: int):
+        client = http.InferenceServerClient(server.http_url)
+        try:
+            for index in range(worker, len(cases), 4):  # 10 requests per client
+                result = client.infer("ccnet", [_http_image(cases[index])])
+                results[index] = result.as_numpy("labels")[0]
+        except Exception as e:  # reported below, with the worker
+            errors.append(f"client {worker}: {e}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    for index, (got, want) in enumerate(zip(results, expected)):
+        assert got is not None and np.array_equal(got, want), f"request {index} differs"
+
+
+def test_bad_requests_are_answered_and_the_server_keeps_serving(server, segmenter, images):
+    def tensor(name, dtype, data):
+        t = http.InferInput(name, list(data.shape), dtype)
+        t.set_data_from_numpy(data)
+        return t
+
+    good = _http_image(images[0][0])
+    bad = {  # request -> expected reason (Triton's own one-line check, or our BadRequest line)
+        "float pixels": ([tensor("image", "FP32", np.zeros((1, 8, 8, 3), np.float32))],
+                         "data-type is 'FP32', but model 'ccnet' expects 'UINT8'"),
+        "2-D image": ([tensor("image", "UINT8", np.zeros((1, 8, 8), np.uint8))],
+                      "unexpected shape for input 'image'"),
+        "empty bytes": ([tensor("encoded", "BYTES", np.array([[b""]], dtype=object))],
+                        "'encoded' is empty"),
+        "undecodable bytes": ([tensor("encoded", "BYTES", np.array([[b"GIF89a?"]], dtype=object))],
+                              "is not a decodable image"),
+        "too large": ([tensor("image", "UINT8", np.zeros((1, 4, 1025, 3), np.uint8))],
+                      "image 1025x4 is larger than this server allows (longest side 1024)"),
+        "both inputs": ([good, tensor("encoded", "BYTES", np.array([[images[0][1]]], dtype=object))],
+                        "send exactly one of the inputs"),
+    }
+    for what, (inputs, reason) in bad.items():
+        with pytest.raises(InferenceServerException) as info:
+            _infer_http(server.http_url, inputs)
+        message = info.value.message()
+        line = bad_request_reason(message) or message
+        assert reason in line and "\n" not in line, f"{what}: {message}"
+    client = http.InferenceServerClient(server.http_url)
+    try:
+        assert client.is_server_ready() and client.is_model_ready("ccnet")
+    finally:
+        client.close()
+    labels = _infer_http(server.http_url, [good]).as_numpy("labels")
+    np.testing.assert_array_equal(labels[0], segmenter.segment(images[0][0]))
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_frees_ports(server, segmenter, images):
+    """Last test of the module: it stops the module's server.  SIGTERM while a large request
+    is being segmented: the request is answered, the process exits 0, the processes it
+    started are gone and the ports are free."""
+    children = descendants(server.process.pid)
+    assert children, "ccnet serve started no server process"
+    big = cv2.resize(images[2][0], (2400, 1800))
+    answer = {}
+
+    def request():
+        answer["labels"] = _infer_http(server.http_url, [_http_image(big)]).as_numpy("labels")
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    server.wait_for_log("batch: 1 request(s), 1 image(s) 2400x1800")
+    status = server.stop()
+    worker.join(60)
+    assert status == 0, server.log_tail()
+    np.testing.assert_array_equal(answer.get("labels")[0], segmenter.segment(big))
+    assert not [pid for pid in children if alive(pid)], "server processes left running"
+    assert all(port_is_free(p) for p in server.ports), f"ports {server.ports} still bound"
+
+
+@pytest.mark.slow
+def test_unbatched_two_instances_with_logits(demo_onnx, segmenter, images, tmp_path):
+    """No batch dimension, two model instances, the logits output, through a real server."""
+    proc = ServeProcess(demo_onnx, str(tmp_path / "serve.log"), "--max-batch-size", "0",
+                        "--instances", "2", "--logits", "--shutdown-timeout", "10")
+    try:
+        proc.wait_ready()
+        image = images[2][0]
+        result = _infer_http(proc.http_url, [_http_image(image, batched=False)],
+                             [http.InferRequestedOutput("labels"),
+                              http.InferRequestedOutput("logits")])
+        prediction = segmenter.predict(image)
+        np.testing.assert_array_equal(result.as_numpy("labels"), prediction.labels)
+        np.testing.assert_array_equal(result.as_numpy("logits"), prediction.logits)
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+    assert all(port_is_free(p) for p in proc.ports)
