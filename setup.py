@@ -33,6 +33,8 @@ setup(
         "cpu": ["onnxruntime>=1.20"],
         "gpu": ["onnxruntime-gpu>=1.20", "tensorrt>=10.0", "cuda-python>=12.0"],
         "test": ["pytest>=7"],
+        # Triton through PyTriton (ships tritonserver; pins numpy<2) and its client/schema.
+        "serve": ["nvidia-pytriton>=0.7", "tritonclient[http,grpc]>=2.50"],
     },
     entry_points={
         "console_scripts": [
@@ -47,6 +49,8 @@ setup(
             "ccnet-build=cli.build:main",
             "ccnet-inspect=cli.inspect:main",
             "ccnet-video=cli.video:main",
+            "ccnet-serve=cli.serve:main",
+            "ccnet-triton-repo=cli.triton_repo:main",
         ]
     },
 )

@@ -94,9 +94,10 @@ class SegmentationModel:
                 images.append(request_images(request.data.get(IMAGE), request.data.get(ENCODED),
                                              self.options.batched, self.options.max_image_side))
             except BadRequest as e:
-                where = f"request {index + 1} of {len(requests)} in this batch: " \
-                    if len(requests) > 1 else ""
-                raise BadRequest(f"{where}{e}") from None
+                if len(requests) == 1:
+                    raise
+                raise BadRequest(f"request {index + 1} of {len(requests)} in this batch: "
+                                 f"{e}") from None
         return images
 
     def _answer(self, images: List[np.ndarray], want_logits: bool) -> Dict[str, np.ndarray]:
@@ -116,12 +117,9 @@ class SegmentationModel:
             sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for ims in images for im in ims})
             self.log(f"batch: {len(requests)} request(s), {sum(map(len, images))} image(s) "
                      f"{', '.join(sizes)}")
-        answers = []
-        for request, request_images_ in zip(requests, images):
-            wanted = request.requested_output_names or [LABELS]
-            answers.append(self._answer(request_images_, self.options.logits
-                                        and LOGITS in wanted))
-        return answers
+        return [self._answer(frames, self.options.logits
+                             and LOGITS in (request.requested_output_names or [LABELS]))
+                for request, frames in zip(requests, images)]
 
 
 def warm_up(segmenter: Segmenter) -> None:
@@ -275,6 +273,10 @@ class SegmentationServer:
     def is_alive(self) -> bool:
         return self.triton is not None and self.triton.is_alive()
 
+    def request_stop(self) -> None:
+        """Make :meth:`wait` return (safe from a signal handler); :meth:`stop` does the rest."""
+        self._stopped.set()
+
     def wait(self, poll_s: float = 1.0) -> None:
         """Block until :meth:`stop` is called or Triton exits by itself."""
         while not self._stopped.wait(poll_s):
@@ -304,7 +306,7 @@ def serve(model: str, options: ServeOptions, backend: Optional[str] = None,
     """Serve ``model`` until SIGINT or SIGTERM, then shut down gracefully (called from the main
     thread: it installs the signal handlers and restores them)."""
     server = SegmentationServer(model, options, backend, log, **segmenter_opts)
-    handlers = {sig: signal.signal(sig, lambda *_: server._stopped.set())
+    handlers = {sig: signal.signal(sig, lambda *_: server.request_stop())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with server:
