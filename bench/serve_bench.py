@@ -5,16 +5,17 @@ The ``ccnet-demo`` model is exported to ONNX and run by ONNX Runtime on the CPU 
 ``ccnet serve`` runs as its own process (as in production; default max batch size 4, one
 instance) and the clients are threads of this process using tritonclient, each with its own
 connection, sending the decoded photo (``image`` UINT8).  In-process, the same number of
-threads call one ``Segmenter.segment``.  Every client sends ``--requests / clients`` requests,
-cycling through real photos, after a warm-up of one request per client.  Latency is per
-request as a client sees it; requests/s is all requests over the wall time of the phase.
+threads call one ``Segmenter.segment``.  The six cases (3 paths × 1/4 clients) run in
+``--rounds`` interleaved rounds of ``--requests / rounds`` requests each (spread over the
+clients, cycling through real photos, after one warm-up request per client), so a change of
+machine load during the run hits every case alike.  Latency is per request as a client sees
+it; requests/s is all requests of a case over its summed wall time.
 
-    .venv/bin/python bench/serve_bench.py [--requests 60] [--json bench/serve_bench.json]
+    .venv/bin/python bench/serve_bench.py [--requests 60] [--rounds 3] [--json OUT]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -86,8 +87,14 @@ def run_phase(clients: int, requests: int, make_client: Callable[[], Client],
     wall = time.perf_counter() - wall
     if errors:
         raise SystemExit(f"{len(errors)} client(s) failed, first: {errors[0]}")
-    return {"clients": clients, "requests": len(latencies), "seconds": wall,
-            "rps": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)),
+    return {"latencies_ms": latencies, "seconds": wall}
+
+
+def summarize(path: str, clients: int, phases: List[dict]) -> dict:
+    latencies = [ms for phase in phases for ms in phase["latencies_ms"]]
+    seconds = sum(phase["seconds"] for phase in phases)
+    return {"path": path, "clients": clients, "requests": len(latencies), "seconds": seconds,
+            "rps": len(latencies) / seconds, "p50_ms": float(np.percentile(latencies, 50)),
             "p99_ms": float(np.percentile(latencies, 99))}
 
 
@@ -169,38 +176,42 @@ def versions() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=60, help="requests per phase")
+    parser.add_argument("--requests", type=int, default=60, help="requests per case")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of real photos")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__),
                                                        "serve_bench.json"))
     args = parser.parse_args(argv)
 
+    from ccnet.files import write_json
     from export.to_onnx import export_onnx
     from runtime import Segmenter
 
     photos = load_photos(args.photos, 8)
     load_before = os.getloadavg()
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "ccnet-demo.onnx")
         export_onnx("ccnet-demo", model, verify=False, log=lambda *a: None)
-        with Segmenter(model, device="cpu") as segmenter:
-            for clients in (1, 4):
-                rows.append({"path": "in-process Segmenter", **run_phase(
-                    clients, args.requests, in_process(segmenter), photos)})
         server, http_url, grpc_url = start_server(model, os.path.join(tmp, "serve.log"))
         try:
-            for protocol, url in (("http", http_url), ("grpc", grpc_url)):
-                for clients in (1, 4):
-                    rows.append({"path": f"Triton {protocol.upper()}", **run_phase(
-                        clients, args.requests, triton_client(url, protocol), photos)})
+            with Segmenter(model, device="cpu") as segmenter:
+                cases = [(path, clients, make) for path, make in (
+                    ("in-process Segmenter", in_process(segmenter)),
+                    ("Triton HTTP", triton_client(http_url, "http")),
+                    ("Triton gRPC", triton_client(grpc_url, "grpc"))) for clients in (1, 4)]
+                phases = {(path, clients): [] for path, clients, _ in cases}
+                for _ in range(args.rounds):
+                    for path, clients, make in cases:
+                        phases[path, clients].append(run_phase(
+                            clients, args.requests // args.rounds, make, photos))
         finally:
             server.terminate()  # SIGTERM: graceful shutdown
             server.join(60)
+    rows = [summarize(path, clients, phases[path, clients]) for path, clients, _ in cases]
     result = {"machine": {**cpu_info(), "platform": platform.platform(),
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
               "versions": versions(), "model": "ccnet-demo (ONNX, ONNX Runtime CPU)",
-              "photos": [list(p.shape) for p in photos], "server": "ccnet serve defaults "
+              "photos": [list(p.shape) for p in photos], "rounds": args.rounds, "server": "ccnet serve defaults "
               "(max batch size 4, 1 instance, batch delay 0)",
               "measured_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}
     print(f"{'path':24} {'clients':>7} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}")
@@ -208,8 +219,7 @@ def main(argv=None) -> int:
         print(f"{r['path']:24} {r['clients']:7d} {r['rps']:7.2f} {r['p50_ms']:8.1f} "
               f"{r['p99_ms']:8.1f}")
     print(f"load average before/after: {load_before} / {result['machine']['loadavg_after']}")
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

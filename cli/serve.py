@@ -11,37 +11,31 @@ DESCRIPTION = ("Serve a model through Triton Inference Server (PyTriton): KServe
                "bytes, output 'labels' at the image size.")
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared with ``ccnet triton-repo``: the Triton model clients call."""
+    parser.add_argument("--name", default="ccnet", help="Triton model name (default ccnet)")
+    parser.add_argument("--max-batch-size", type=int, default=4,
+                        help="Triton max batch size (default 4; 0: no batch dimension, no "
+                             "dynamic batching)")
+    parser.add_argument("--instances", type=common.positive_int, default=1,
+                        help="model instances (each loads the model; default 1)")
+    parser.add_argument("--max-image-side", type=common.positive_int, default=8192,
+                        help="refuse images whose longest side is larger (default 8192)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_model(parser)
-    parser.add_argument("--name", default="ccnet", help="Triton model name (default ccnet)")
+    add_model_flags(parser)
     parser.add_argument("--address", default="0.0.0.0",
                         help="address the endpoints bind to (default 0.0.0.0: all interfaces)")
     parser.add_argument("--http-port", type=common.positive_int, default=8000)
     parser.add_argument("--grpc-port", type=common.positive_int, default=8001)
     parser.add_argument("--metrics-port", type=common.positive_int, default=8002)
-    parser.add_argument("--max-batch-size", type=_non_negative_int, default=4,
-                        help="Triton max batch size (default 4; 0: no batch dimension, no "
-                             "dynamic batching)")
-    parser.add_argument("--batch-delay-us", type=_non_negative_int, default=0,
+    parser.add_argument("--batch-delay-us", type=int, default=0,
                         help="how long the dynamic batcher may hold a request to fill a batch "
                              "(default 0: batch only what queued while the model was busy)")
-    parser.add_argument("--instances", type=common.positive_int, default=1,
-                        help="model instances (each loads the model; default 1)")
     parser.add_argument("--logits", action="store_true",
                         help="also offer the FP32 CxHxW 'logits' output")
-    parser.add_argument("--max-image-side", type=common.positive_int, default=8192,
-                        help="refuse images whose longest side is larger (default 8192)")
     parser.add_argument("--shutdown-timeout", type=common.positive_int, default=30,
                         help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
     parser.add_argument("--log-batches", action="store_true",

@@ -5,6 +5,7 @@ import argparse
 
 from . import args as common
 from .app import entry_point
+from .serve import add_model_flags
 
 DESCRIPTION = ("Write a Triton model repository for NVIDIA's server containers: tensorrt_plan "
                "(.engine) or onnxruntime_onnx (.onnx) plus a Python-backend pre/post-processing "
@@ -16,19 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                   "side file)", aliases=())
     parser.add_argument("--repo", required=True,
                         help="repository folder (created if missing; existing models are kept)")
-    parser.add_argument("--name", default="ccnet",
-                        help="model name clients call (default ccnet); the network is "
-                             "<name>_network")
-    parser.add_argument("--max-batch-size", type=int, default=4,
-                        help="max batch size of the model clients call (default 4; 0: no "
-                             "batch dimension)")
-    parser.add_argument("--instances", type=common.positive_int, default=1,
-                        help="instances of each model (default 1)")
+    add_model_flags(parser)  # --name (the network is <name>_network), batch, instances
     parser.add_argument("--plugin", help="libccnet_plugins.so to copy beside the engine (the "
                                          "server loads it with --backend-config=tensorrt,"
                                          "plugins=...)")
-    parser.add_argument("--max-image-side", type=common.positive_int, default=8192,
-                        help="refuse images whose longest side is larger (default 8192)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -59,10 +59,12 @@ class ServeOptions:
     log_batches: bool = False
 
     def __post_init__(self):
-        if self.max_batch_size < 0 or self.instances < 1 or self.max_image_side < 1:
-            raise CCNetError("max batch size must be >= 0, instances and max image side >= 1")
-        if self.batch_delay_us < 0 or self.shutdown_timeout < 1:
-            raise CCNetError("batch delay must be >= 0 and shutdown timeout >= 1 second")
+        minimum = {"max_batch_size": 0, "batch_delay_us": 0, "instances": 1,
+                   "max_image_side": 1, "shutdown_timeout": 1}
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                raise CCNetError(f"--{name.replace('_', '-')} must be >= {low}, got "
+                                 f"{getattr(self, name)}")
         ports = (self.http_port, self.grpc_port, self.metrics_port)
         if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
             raise CCNetError(f"HTTP, gRPC and metrics ports must be three different ports in "
