@@ -266,24 +266,29 @@ def test_bad_requests_are_answered_and_the_server_keeps_serving(server, segmente
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_frees_ports(server, segmenter, images):
-    """Last test of the module: it stops the module's server.  SIGTERM while a large request
-    is being segmented: the request is answered, the process exits 0, the processes it
+    """Last test of the module: it stops the module's server.  SIGTERM while a request of four
+    images is being segmented: the request is answered, the process exits 0, the processes it
     started are gone and the ports are free."""
     children = descendants(server.process.pid)
     assert children, "ccnet serve started no server process"
-    big = cv2.resize(images[2][0], (2400, 1800))
+    frame = cv2.resize(images[2][0], (1024, 768))
+    frames = np.stack([frame, frame[:, ::-1], frame[::-1], frame[::-1, ::-1]])
     answer = {}
 
     def request():
-        answer["labels"] = _infer_http(server.http_url, [_http_image(big)]).as_numpy("labels")
+        tensor = http.InferInput("image", list(frames.shape), "UINT8")
+        tensor.set_data_from_numpy(frames)
+        answer["labels"] = _infer_http(server.http_url, [tensor]).as_numpy("labels")
 
     worker = threading.Thread(target=request)
     worker.start()
-    server.wait_for_log("batch: 1 request(s), 1 image(s) 2400x1800")
+    server.wait_for_log("batch: 1 request(s), 4 image(s) 1024x768")
     status = server.stop()
     worker.join(60)
     assert status == 0, server.log_tail()
-    np.testing.assert_array_equal(answer.get("labels")[0], segmenter.segment(big))
+    assert "labels" in answer, "the request in flight got no answer"
+    for got, image in zip(answer["labels"], frames):
+        np.testing.assert_array_equal(got, segmenter.segment(np.ascontiguousarray(image)))
     assert not [pid for pid in children if alive(pid)], "server processes left running"
     assert all(port_is_free(p) for p in server.ports), f"ports {server.ports} still bound"
 
