@@ -12,7 +12,7 @@ def _server_command(network: str, spec: NetworkSpec, has_plugin: bool) -> str:
     plugin = f"/models/{network}/libccnet_plugins.so"
     flags = [f"--backend-config=tensorrt,plugins={plugin}"] if (
         spec.platform == TENSORRT_PLATFORM and (has_plugin or spec.needs_plugin)) else []
-    return " \\\n    ".join(["tritonserver --model-repository=/models"] + flags)
+    return " \\\n          ".join(["tritonserver --model-repository=/models"] + flags)
 
 
 def _engine_section(network: str, spec: NetworkSpec, has_plugin: bool) -> str:
@@ -68,7 +68,7 @@ The Python model imports ccnet-deploy, so mount a checkout of it and put it on `
       -v $PWD/<this repository>:/models -v <ccnet-deploy checkout>:/opt/ccnet-deploy \\
       -e PYTHONPATH=/opt/ccnet-deploy {CONTAINER} \\
       bash -c "pip install -q opencv-python-headless && \\
-    {_server_command(network, spec, has_plugin)}"
+        {_server_command(network, spec, has_plugin)}"
 
 (`--gpus all` is needed for TensorRT engines; ONNX Runtime falls back to the CPU without it.)
 {_engine_section(network, spec, has_plugin)}
