@@ -26,12 +26,11 @@ import threading
 import time
 from typing import Callable, List, Tuple
 
+import numpy as np
+
+from int8_latency import cpu_info  # this folder is on sys.path when run as a script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import numpy as np  # noqa: E402
-
-from int8_latency import cpu_info  # noqa: E402
 
 DEFAULT_PHOTOS = os.environ.get("CCNET_SHARED_DATA",
                                 os.path.join(os.path.dirname(REPO), "shared", "data"))
