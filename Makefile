@@ -10,7 +10,7 @@ DEMO_OUT ?= demo_out
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -e ".[cpu,test,serve]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[cpu,test,serve,batch]"
 	touch $(STAMP)
 
 install: $(STAMP)

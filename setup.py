@@ -35,6 +35,8 @@ setup(
         "test": ["pytest>=7"],
         # Triton through PyTriton (ships tritonserver; pins numpy<2) and its client/schema.
         "serve": ["nvidia-pytriton>=0.7", "tritonclient[http,grpc]>=2.50"],
+        # ccnet batch: Ray Data's streaming map_batches with actor pools (compute= strategies).
+        "batch": ["ray[data]>=2.51"],
     },
     entry_points={
         "console_scripts": [
@@ -51,6 +53,7 @@ setup(
             "ccnet-video=cli.video:main",
             "ccnet-serve=cli.serve:main",
             "ccnet-triton-repo=cli.triton_repo:main",
+            "ccnet-batch=cli.batch:main",
         ]
     },
 )

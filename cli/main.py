@@ -12,7 +12,7 @@ from .app import run_guarded
 COMMANDS = {
     "export": "export", "fp16": "fp16", "calibrate": "calibrate", "build": "build",
     "inspect": "inspect", "parity": "parity", "eval": "eval", "predict": "predict",
-    "video": "video", "train": "train", "synthetic": "synthetic",
+    "video": "video", "batch": "batch", "train": "train", "synthetic": "synthetic",
     "serve": "serve", "triton-repo": "triton_repo",
 }
 
