@@ -14,23 +14,6 @@ MAX_EXIT_STATUS = 125
 SHOWN_FAILURES = 10
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 must be > 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_model(parser)
     common.add_config(parser)
@@ -47,10 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=common.positive_int, default=None,
                         help="model replicas (Ray actors); default: as many as the cluster's "
                              "GPUs (or CPUs, for CPU models) allow")
-    parser.add_argument("--gpus-per-worker", type=_non_negative_float, default=None,
+    parser.add_argument("--gpus-per-worker", type=float, default=None,
                         help="GPUs each worker asks Ray for (0.5: two workers share a GPU); "
                              "default 1 for .engine files and --device cuda/tensorrt, else 0")
-    parser.add_argument("--cpus-per-worker", type=_positive_float, default=1.0,
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0,
                         help="CPUs each worker asks Ray for, also its inference threads "
                              "(default 1)")
     parser.add_argument("--batch-size", type=common.positive_int, default=8,

@@ -232,8 +232,10 @@ def build_pipeline(model: str, plan: SourcePlan, layout: OutputLayout, meta: Mod
                             "runner_options": settings.runner_options,
                             "keep_logits": settings.logits,
                             "torch_threads": int(resources["threads"])})
+    # An image is one row; a video's frame count is unknown until it is decoded.
+    write_tasks = 2 * workers if plan.num_videos else min(2 * workers, len(plan.items))
     return ds.map_batches(write_rows, batch_size=None, **light,
-                          compute=TaskPoolStrategy(size=2 * workers),
+                          compute=TaskPoolStrategy(size=write_tasks),
                           fn_kwargs={"layout": layout, "palette": meta.palette})
 
 
@@ -403,11 +405,13 @@ def run_batch(model: str, source: str, output: str, settings: Optional[BatchSett
         tally, start = _Tally(), time.perf_counter()
         try:
             _consume(dataset, tally, total, settings.progress, on_result)
-        except KeyboardInterrupt:
-            write_json(layout.summary_path, _summary(model, backend, plan, layout, resources,
-                                                     tally, time.perf_counter() - start, True))
+        except BaseException as e:  # the summary of what is done, then the error as it was
+            summary = _summary(model, backend, plan, layout, resources, tally,
+                               time.perf_counter() - start, interrupted=True)
+            summary["stopped_by"] = first_line(e)
+            write_json(layout.summary_path, summary)
             raise
         summary = _summary(model, backend, plan, layout, resources, tally,
-                           time.perf_counter() - start, False)
+                           time.perf_counter() - start, interrupted=False)
     write_json(layout.summary_path, summary)
     return summary

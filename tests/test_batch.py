@@ -146,6 +146,9 @@ def test_sources_folder_glob_list_and_video(tmp_path):
     assert [(i.kind, i.key) for i in plan.items] == [
         ("image", "b/y"), ("video", "cam"), ("image", "x")]
 
+    plan = expand_source(str(tmp_path / "a" / "cam.mp4"))
+    assert [(i.kind, i.key) for i in plan.items] == [("video", "cam")]
+
     plan = expand_source(str(tmp_path / "a" / "**" / "*.png"))
     assert [i.key for i in plan.items] == ["b/y", "out/x"]
 
@@ -225,9 +228,10 @@ def test_rerun_redoes_only_missing_or_broken_outputs(first_run, expected, ray_lo
 
 
 def test_killed_worker_is_replaced_and_the_job_completes(ray_local, demo_onnx, source, expected,
-                                                         tmp_path):
-    """SIGKILL one actor (a process of the Ray this test started) after its first image: Ray
-    restarts it and retries its batch; every output is still there and correct."""
+                                                         segmenter, tmp_path):
+    """SIGKILL the worker (a process of the Ray this test started) after its first image: Ray
+    restarts it and retries its batch; every output is still there and correct, logits too."""
+    from ccnet.images import load_image
     from runtime.batch import BatchSettings, run_batch
 
     killed = []
@@ -240,12 +244,17 @@ def test_killed_worker_is_replaced_and_the_job_completes(ray_local, demo_onnx, s
 
     out = str(tmp_path / "out")
     summary = run_batch(demo_onnx, source, out,
-                        BatchSettings(workers=1, batch_size=1, progress=False),
+                        BatchSettings(workers=1, batch_size=1, logits=True, progress=False),
                         on_result=kill_first_worker)
     assert killed
     assert (summary["written"], summary["failed"]) == (len(expected), 1)
+    assert len(summary["images_per_worker"]) == 2  # the killed process and its replacement
     for key, labels in expected.items():
         np.testing.assert_array_equal(_read_labels(out, key), labels, err_msg=key)
+    photo = sorted(k for k in expected if k.startswith("photos/"))[0]
+    logits = np.load(os.path.join(out, "_logits", photo + ".npy"))
+    want = segmenter.predict(load_image(os.path.join(source, photo + ".jpg"))).logits
+    np.testing.assert_array_equal(logits, want)
     assert not _temp_files(out)
 
 
