@@ -167,6 +167,16 @@ def test_sources_folder_glob_list_and_video(tmp_path):
         expand_source(str(tmp_path / "empty"))
 
 
+def test_batch_modules_import_neither_torch_nor_ray():
+    """runtime/ stays torch-free at import (Jetson-class nodes); Ray loads only when a job runs."""
+    code = ("import sys, runtime.batch, runtime.batch_stages, cli.batch; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray'}))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 # ----------------------------------------------------------------------------- Ray jobs
 def test_outputs_equal_segmenter_and_video_segmenter(first_run, expected, segmenter, source):
     import json
