@@ -24,19 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="OUT",
                         help="folder: OUT/<input path without extension>.png label maps and "
                              "OUT/_summary.json; rerunning skips what is already there")
-    parser.add_argument("--address", default=None,
+    parser.add_argument("--address", default=None, metavar="ADDR",
                         help="Ray cluster to join: auto (the cluster this node belongs to) or "
                              "ray://HEAD:10001; default: start Ray on this machine")
-    parser.add_argument("--workers", type=common.positive_int, default=None,
+    parser.add_argument("--workers", type=common.positive_int, default=None, metavar="N",
                         help="model replicas (Ray actors); default: as many as the cluster's "
                              "GPUs (or CPUs, for CPU models) allow")
-    parser.add_argument("--gpus-per-worker", type=float, default=None,
+    parser.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
                         help="GPUs each worker asks Ray for (0.5: two workers share a GPU); "
                              "default 1 for .engine files and --device cuda/tensorrt, else 0")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0,
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
                         help="CPUs each worker asks Ray for, also its inference threads "
                              "(default 1)")
-    parser.add_argument("--batch-size", type=common.positive_int, default=8,
+    parser.add_argument("--batch-size", type=common.positive_int, default=8, metavar="B",
                         help="images per worker call (default 8)")
     parser.add_argument("--overlays", action="store_true",
                         help="also write colour overlays: OUT/_overlays/<name>.jpg")

@@ -396,6 +396,7 @@ def run_batch(model: str, source: str, output: str, settings: Optional[BatchSett
         raise CCNetError(f"output {output} is a file: give a folder")
     layout = OutputLayout(os.path.abspath(output), settings.overlays, settings.logits)
     total = _estimated_total(plan) if settings.progress else None
+    # The SIGTERM handler goes in after ray.init, which installs Ray's own (a crash report).
     with ray_session(settings.address, settings.ray_init_options), sigterm_as_interrupt(), \
             data_context(settings.progress):
         resources = plan_resources(model, settings)
