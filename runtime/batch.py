@@ -15,7 +15,7 @@ stages when blocks pile up, so memory follows the pipeline's depth, not the data
 (the driver keeps only the list of input paths and the counters).
 
 Outputs are written atomically (``batch_outputs``): rerunning the job skips every image whose
-files are complete; an interrupted job (SIGINT, SIGTERM, a killed worker or node) resumes there.
+files are complete; an interrupted job (SIGINT, SIGTERM, a killed worker) resumes there.
 """
 from __future__ import annotations
 
