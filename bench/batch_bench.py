@@ -27,15 +27,13 @@ import sys
 import tempfile
 import time
 
+import cv2
+import numpy as np
+
+from ccnet.files import write_json
+from int8_latency import cpu_info  # bench/ is the script's folder, first on sys.path
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ccnet.files import write_json  # noqa: E402
-from int8_latency import cpu_info  # noqa: E402
 
 SIZE = (256, 512)  # (height, width): the demo model's test scale, so no resize cost dominates
 
