@@ -26,7 +26,9 @@ CLI: ``ccnet-calibrate --onnx model.onnx --images DIR --out model_int8.onnx``
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -146,23 +148,26 @@ def calibration_batches(images_dir: str, meta: ModelMeta, num_images: int,
 
 def _data_reader(input_name: str, batches: List[np.ndarray], progress: bool, unit: str):
     from onnxruntime.quantization import CalibrationDataReader
-    from tqdm import tqdm
+
+    from ccnet.progress import progress_bar
 
     class _Reader(CalibrationDataReader):
         """Feeds the preprocessed batches to ORT's calibrator, with a progress bar."""
 
         def __init__(self):
             self._next = 0
-            self._bar = tqdm(total=len(batches), desc="calibrating", unit=unit,
-                             disable=not progress, leave=False)
+            self._bar = progress_bar(total=len(batches), desc="calibrating", unit=unit,
+                                     enabled=progress, leave=False)
 
         def get_next(self):
             if self._next >= len(batches):
-                self._bar.close()
+                if self._bar is not None:
+                    self._bar.close()
                 return None
             batch = batches[self._next]
             self._next += 1
-            self._bar.update(1)
+            if self._bar is not None:
+                self._bar.update(1)
             return {input_name: batch}
 
     return _Reader()
@@ -434,19 +439,24 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         if cached is None:
             reader = _data_reader(input_name, batches, progress,
                                   "window" if meta.mode == "slide" else "image")
+        ort_prints = io.StringIO()  # ORT prints its histogram settings: debug detail, not output
         try:
-            quantize_static(
-                prepared, quantized_path, calibration_data_reader=reader,
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
-                reduce_range=False, activation_type=activation_type, weight_type=QuantType.QInt8,
-                calibrate_method=_ort_method(method), extra_options=extra_options,
-                calibration_cache_path=ort_cache)
+            with contextlib.redirect_stdout(ort_prints):
+                quantize_static(
+                    prepared, quantized_path, calibration_data_reader=reader,
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                    per_channel=True, reduce_range=False, activation_type=activation_type,
+                    weight_type=QuantType.QInt8, calibrate_method=_ort_method(method),
+                    extra_options=extra_options, calibration_cache_path=ort_cache)
         except CCNetError:
             raise
         except Exception as e:
             raise CCNetError(f"ONNX Runtime could not calibrate {onnx_path} "
                              f"({type(e).__name__}: {first_line(e)}): "
                              "is it an unmodified ccnet-export file?") from e
+        finally:
+            if ort_prints.getvalue().strip():
+                logging.getLogger(__name__).debug(ort_prints.getvalue().strip())
         ranges = load_tensors_data(ort_cache)
         qmodel = onnx.load(quantized_path)
 

@@ -7,7 +7,6 @@ Torch-free.
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
@@ -77,9 +76,6 @@ def evaluate_one(segment_fn: SegmentFn, dataset, num_classes: int,
 
 
 def _progress(dataset, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    total = len(dataset) if hasattr(dataset, "__len__") else None
-    return tqdm(dataset, total=total, desc="eval", unit="img", file=sys.stderr, leave=False)
+    return progress_bar(dataset, desc="eval", unit="img", enabled=enabled, leave=False)

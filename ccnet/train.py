@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -225,10 +224,6 @@ def evaluate_folder(model: CCNet, data_dir: str, max_images: Optional[int] = Non
 
 
 def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="train", unit="it", file=sys.stderr)
+    from .progress import progress_bar
+
+    return progress_bar(total=total, desc="train", unit="it", enabled=enabled)

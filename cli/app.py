@@ -1,29 +1,124 @@
-"""How a command runs: parse, call, and turn user errors into one line and an exit status."""
+"""How a command runs: parse, set up logging, call, and turn user errors into one line and an
+exit status.
+
+Logging is configured here and nowhere in the library: our packages log through their module
+loggers (progress lines, steps), the libraries underneath (PyTorch's exporter, onnxscript,
+ONNX Runtime) are held back to errors and their Python warnings are hidden unless ``-v`` asks
+for them.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from typing import Callable, Optional, Sequence
+import warnings
+from typing import Callable, Iterator, Optional, Sequence
 
 from ccnet.errors import CCNetError
+
+from .args import add_verbosity
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+# Top-level packages of this project: their loggers print our messages, their warnings show.
+OUR_PACKAGES = ("ccnet", "export", "calib", "runtime", "cli", "plugins")
+# PyTorch resets its registered loggers ("torch.onnx") when it is imported; the exporter's
+# modules log under this unregistered parent, whose level survives that reset.
+QUIET_THIRD_PARTY = ("torch.onnx._internal", "onnxscript", "onnx_ir", "onnxruntime")
+
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], Optional[int]]
+log = logging.getLogger("cli").info  # what commands report on the way (hidden by -q)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line too (``error: ...``, exit 2)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+class _OutputHandler(logging.Handler):
+    """Our messages: info and below to stdout as plain lines, warnings and errors to stderr."""
+
+    def __init__(self):
+        super().__init__()
+        self.out, self.err = sys.stdout, sys.stderr  # the streams of this run (pytest swaps them)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.WARNING:
+                self.err.write(f"{record.levelname.lower()}: {message}\n")
+                self.err.flush()
+            else:
+                self.out.write(message + "\n")
+                self.out.flush()
+        except Exception:  # a logging failure must never end the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def logging_configured(level: str = "info") -> Iterator[None]:
+    """Logging and warning filters for one command run, restored afterwards (commands also run
+    in-process from tests and notebooks)."""
+    numeric = getattr(logging, level.upper())
+    verbose = numeric <= logging.DEBUG
+    handler = _OutputHandler()
+    root_handler = logging.StreamHandler(sys.stderr)
+    root_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    changes = [(logging.getLogger(name), numeric, [handler], False) for name in OUR_PACKAGES]
+    changes += [(logging.getLogger(name), logging.NOTSET if verbose else logging.ERROR, None, None)
+                for name in QUIET_THIRD_PARTY]
+    changes.append((logging.getLogger(), logging.WARNING if verbose else logging.ERROR,
+                    [root_handler], None))
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg, *_ in changes]
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.simplefilter("ignore")
+            warnings.filterwarnings("default", module="|".join(
+                rf"{p}(\.|$)" for p in OUR_PACKAGES))
+        for logger, new_level, handlers, propagate in changes:
+            logger.setLevel(new_level)
+            if handlers is not None:
+                logger.handlers = handlers
+            if propagate is not None:
+                logger.propagate = propagate
+        try:
+            yield
+        finally:
+            for logger, old_level, handlers, propagate in saved:
+                logger.setLevel(old_level)
+                logger.handlers = handlers
+                logger.propagate = propagate
 
 
 def run_guarded(run: Run, args: argparse.Namespace) -> int:
-    """``run(args)``; a CCNetError becomes ``error: ...`` on stderr and exit status 2."""
-    try:
-        return int(run(args) or 0)
-    except CCNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """``run(args)`` with logging set up from ``args.log_level``; a CCNetError becomes
+    ``error: ...`` on stderr and exit status 2."""
+    level = getattr(args, "log_level", None) or "info"
+    if logging.getLevelName(level.upper()) >= logging.WARNING and hasattr(args, "no_progress"):
+        args.no_progress = True
+    with logging_configured(level):
+        try:
+            return int(run(args) or 0)
+        except CCNetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def add_common(parser: argparse.ArgumentParser, default=None) -> None:
+    """The flags every command has: ``--version`` and the verbosity group."""
+    import ccnet
+
+    parser.add_argument("--version", action="version", version=f"ccnet-deploy {ccnet.__version__}")
+    add_verbosity(parser, default)
 
 
 def entry_point(prog: str, description: str, add_arguments: AddArguments,
@@ -31,8 +126,9 @@ def entry_point(prog: str, description: str, add_arguments: AddArguments,
     """A console-script ``main(argv=None) -> exit status`` for one command."""
 
     def main(argv: Optional[Sequence[str]] = None) -> int:
-        parser = argparse.ArgumentParser(prog=prog, description=description)
+        parser = Parser(prog=prog, description=description)
         add_arguments(parser)
+        add_common(parser)
         return run_guarded(run, parser.parse_args(argv))
 
     main.__doc__ = f"{prog}: {description}"

@@ -6,6 +6,7 @@ import argparse
 from ccnet.datasets import DATASET_KINDS
 
 MODEL_FORMS = "a .pth checkpoint, zoo or built-in name, URL, .onnx or .engine file"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def positive_int(text: str) -> int:
@@ -45,7 +46,21 @@ def add_dataset(parser: argparse.ArgumentParser) -> None:
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (without a terminal it is a log line every 10 s)")
+
+
+def add_verbosity(parser: argparse.ArgumentParser, default=None) -> None:
+    """``-v`` / ``-q`` / ``--log-level`` (one of them).  ``default=argparse.SUPPRESS`` on a
+    subcommand keeps a level given before the subcommand name (``ccnet -v export ...``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", dest="log_level", action="store_const", const="debug",
+                       default=default,
+                       help="show details and the warnings of the libraries underneath")
+    group.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="warning",
+                       default=default, help="only warnings, errors and the result")
+    group.add_argument("--log-level", dest="log_level", type=str.lower, choices=LOG_LEVELS,
+                       default=default, help="debug = -v, info (default), warning = -q, error")
 
 
 def runner_options(args: argparse.Namespace) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import args as common
-from .app import entry_point
+from .app import entry_point, log
 
 DESCRIPTION = ("Export a CCNet checkpoint to ONNX (criss-cross attention as one custom node "
                "with a standard-op function).")
@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_model(parser, help="checkpoint file, URL, zoo name or built-in model name")
     parser.add_argument("--out", required=True, help="ONNX file to write")
     common.add_config(parser)
-    parser.add_argument("--opset", type=_int, default=17, help="ONNX opset (default 17)")
+    from export.graph import DEFAULT_OPSET
+
+    parser.add_argument("--opset", type=_int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--batch", type=_int, help="fixed batch (default dynamic)")
     parser.add_argument("--height", type=_int, help="fixed height (default dynamic)")
     parser.add_argument("--width", type=_int, help="fixed width (default dynamic)")
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     export_onnx(args.model, args.out, config=args.config, opset=args.opset, batch=args.batch,
                 height=args.height, width=args.width, output=args.output, cca=args.cca,
                 function=not args.no_function, fp16=args.fp16, verify=not args.no_verify,
-                verify_image=args.verify_image)
+                verify_image=args.verify_image, log=log)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import args as common
-from .app import entry_point
+from .app import entry_point, log
 
 DESCRIPTION = ("Convert an exported CCNet ONNX file to a strongly typed FP16 model (float32 "
                "input/output; softmax, resize and overflowing layers stay float32).")
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from export.to_fp16 import convert_to_fp16
 
     convert_to_fp16(args.model, args.out, verify=not args.no_verify,
-                    verify_image=args.verify_image)
+                    verify_image=args.verify_image, log=log)
     print(f"wrote {args.out}")
     return 0
 

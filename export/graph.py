@@ -16,6 +16,9 @@ CCA_OPSET_VERSION = 1  # version of the custom domain in opset_import
 # CastLike (opset 15) makes the function body dtype-generic (fp32 and fp16 files); model-local
 # functions need IR 8, i.e. the opset-15 era too.
 MIN_OPSET = 15
+# PyTorch's exporter implements opset 18 and newer; asking it for less adds a down-conversion
+# pass after the export (and its warnings), so 18 is the default.  TensorRT 10 parses it.
+DEFAULT_OPSET = 18
 
 
 def contract() -> dict:

@@ -37,7 +37,7 @@ from ccnet.errors import CCNetError
 from ccnet.files import check_output_file
 from ccnet.meta import ModelMeta
 
-from .graph import MIN_OPSET, attach_cca_function, cca_nodes, contract, ensure_domain
+from .graph import DEFAULT_OPSET, MIN_OPSET, attach_cca_function, cca_nodes, contract, ensure_domain
 from .metadata import set_metadata
 from .torch_export import labels_module, load_torch_model, torch_export
 from .verify import (MIN_SIZE, ImageLike, verification_inputs, verify_against_torch,
@@ -59,10 +59,11 @@ def check_options(opset: int, batch, height, width, output: str, cca: str, funct
     highest = onnx.defs.onnx_opset_version()
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise CCNetError(f"opset {opset} is too low: the CCA function body needs opset >= "
-                         f"{MIN_OPSET} (CastLike, model-local functions); use --opset 17")
+                         f"{MIN_OPSET} (CastLike, model-local functions); use --opset "
+                         f"{DEFAULT_OPSET}")
     if opset > highest:
         raise CCNetError(f"opset {opset} is newer than this onnx package supports ({highest}); "
-                         "use --opset 17")
+                         f"use --opset {DEFAULT_OPSET}")
     if batch is not None and batch < 1:
         raise CCNetError(f"--batch {batch} must be >= 1 (or omit it for a dynamic batch)")
     for name, value in (("height", height), ("width", width)):
@@ -109,7 +110,7 @@ def cca_form(exported: onnx.ModelProto, cca: str, function: bool) -> onnx.ModelP
     return exported
 
 
-def export_onnx(ckpt, out, config=None, opset: int = 17, batch: Optional[int] = None,
+def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optional[int] = None,
                 height: Optional[int] = None, width: Optional[int] = None,
                 output: str = "logits", cca: str = "plugin", function: bool = True,
                 fp16: bool = False, verify: bool = True, log: Callable = print,

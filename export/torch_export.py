@@ -9,7 +9,7 @@ import onnx
 
 from ccnet.errors import CCNetError
 
-from .graph import contract, node_attributes, register_schema
+from .graph import DEFAULT_OPSET, contract, node_attributes, register_schema
 
 DYNAMIC_NAMES = ("batch", "height", "width")
 
@@ -81,5 +81,5 @@ def torch_export(module, opset: int, batch: Optional[int], height: Optional[int]
     got = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if got != opset:
         raise CCNetError(f"the exporter could not write opset {opset} (got {got}): use --opset "
-                         f"{got} or 17")
+                         f"{got} or {DEFAULT_OPSET}")
     return model

@@ -10,6 +10,7 @@ import cv2
 from ccnet.errors import CCNetError
 from ccnet.files import write_image
 from ccnet.labels import as_png_labels
+from ccnet.progress import progress_bar
 
 from .segmenter import Segmenter
 from .video import Source, VideoSegmenter, is_url
@@ -45,11 +46,8 @@ def segment_video(model: str, source: Source, output: Optional[str] = None,
         os.makedirs(labels_dir, exist_ok=True)
     writer, tmp_video, size = None, None, None
     totals = {"decode": 0.0, "preprocess": 0.0, "infer": 0.0, "postprocess": 0.0}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_frames or video.frame_count, unit="frame", desc="ccnet-video")
+    bar = progress_bar(total=max_frames or video.frame_count, unit="frame", desc="ccnet-video",
+                       enabled=progress)
     start = time.perf_counter()
     try:
         for r in results:

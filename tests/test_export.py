@@ -16,6 +16,7 @@ from ccnet.checkpoint import load_model  # noqa: E402
 from ccnet.meta import METADATA_KEY  # noqa: E402
 from cli.export import main  # noqa: E402
 from export import cca_functions, cca_nodes, read_metadata  # noqa: E402
+from export.graph import DEFAULT_OPSET  # noqa: E402
 from export.to_onnx import export_onnx  # noqa: E402
 from export.verify import (MAX_REL_LOGIT_ERROR, MIN_AGREEMENT, photo_input,  # noqa: E402
                            write_verified)
@@ -109,7 +110,8 @@ def test_tiny_plugin_nodes_and_function(tiny_plugin, tiny_model):
     funcs = cca_functions(model)
     assert len(funcs) == 1 and len(model.functions) == 1
     opset = next(o.version for o in model.opset_import if o.domain == "")
-    assert opset == 17 and {o.version for o in funcs[0].opset_import if o.domain == ""} == {17}
+    assert opset == DEFAULT_OPSET
+    assert {o.version for o in funcs[0].opset_import if o.domain == ""} == {DEFAULT_OPSET}
     assert {n.op_type for n in funcs[0].node} >= {"MatMul", "Softmax", "Range", "Equal", "Where"}
     assert [i.name for i in model.graph.input] == ["input"]
     assert [o.name for o in model.graph.output] == ["logits"]
