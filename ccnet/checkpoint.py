@@ -19,7 +19,8 @@ from .errors import CCNetError, first_line
 from .files import atomic_output
 from .meta import ModelMeta
 from .model import CCNet
-from .zoo import BUILTIN, RESNET_DEPTHS, ZOO, ModelConfig, custom_config, get_config
+from .zoo import (BUILTIN, RESNET_DEPTHS, ZOO, ModelConfig, checkpoint_dir, custom_config,
+                  get_config)
 
 ConfigLike = Union[None, str, ModelConfig]
 
@@ -35,7 +36,7 @@ def build_model(config: ConfigLike, meta: Optional[ModelMeta] = None) -> CCNet:
 def _download(url: str) -> str:
     """Download into the torch hub cache with the file name's hash-prefix check."""
     filename = os.path.basename(urlparse(url).path)
-    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+    cache_dir = checkpoint_dir()
     path = os.path.join(cache_dir, filename)
     if os.path.exists(path):
         return path

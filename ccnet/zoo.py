@@ -10,8 +10,9 @@ import difflib
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .errors import CCNetError
 from .meta import ModelMeta
@@ -155,6 +156,38 @@ def _build_zoo() -> Dict[str, ModelConfig]:
 
 
 ZOO: Dict[str, ModelConfig] = _build_zoo()
+
+
+def zoo_rows() -> List[dict]:
+    """One dict per zoo config (16, by 1.x name, in mmseg's table order): name, alias (0.x
+    name), dataset, crop, schedule, depth, miou, miou_ms_flip (published, percent), test_scale,
+    mode, url, file (the download's file name)."""
+    rows = []
+    for name, config in ZOO.items():
+        if "4xb" not in name:
+            continue
+        crop, schedule = re.search(r"_(\d+x\d+)_(\d+k)_", config.alias).groups()
+        rows.append({
+            "name": name, "alias": config.alias, "dataset": config.dataset, "crop": crop,
+            "schedule": schedule, "depth": config.depth, "miou": config.miou,
+            "miou_ms_flip": config.miou_ms_flip, "test_scale": list(config.test_scale),
+            "mode": config.mode, "url": config.url,
+            "file": config.url.rsplit("/", 1)[-1]})
+    return rows
+
+
+def checkpoint_dir() -> str:
+    """Where downloaded zoo checkpoints live (and where a file downloaded by hand makes its name
+    resolve offline): PyTorch's hub cache ``<hub dir>/checkpoints``.  Without PyTorch imported,
+    the folder PyTorch would use: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else
+    ~/.cache/torch/hub."""
+    import sys
+
+    if "torch" in sys.modules:  # respects torch.hub.set_dir()
+        return os.path.join(sys.modules["torch"].hub.get_dir(), "checkpoints")
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    torch_home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))
+    return os.path.join(torch_home, "hub", "checkpoints")
 # Built-in models shipped with this package: name -> (config, checkpoint path).
 BUILTIN: Dict[str, Tuple[ModelConfig, str]] = {}
 

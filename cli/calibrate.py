@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from calib.quantize import DEFAULT_NUM_IMAGES, METHODS, TARGETS
 
     common.add_model(parser, help="FP32 ONNX written by ccnet export", aliases=("--onnx",))
-    parser.add_argument("--images", help="folder of calibration images (pre-processed like "
-                                         "inference)")
+    parser.add_argument("--images", "--calib-images", dest="images",
+                        help="folder of calibration images (pre-processed like inference)")
     parser.add_argument("--method", choices=METHODS,
                         help="range calibration (default entropy; with a cache alone: the cache's)")
     parser.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,

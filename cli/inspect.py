@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ccnet.errors import CCNetError
+
 from .app import entry_point
 
 DESCRIPTION = ("Print an engine's layers and precisions (polygraphy's report) and whether "
@@ -12,7 +14,8 @@ DESCRIPTION = ("Print an engine's layers and precisions (polygraphy's report) an
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="ENGINE", help="engine built by ccnet build")
+    parser.add_argument("engine", nargs="?", metavar="ENGINE", help="engine built by ccnet build")
+    parser.add_argument("--model", help="the engine, as every command names its model")
     parser.add_argument("--plugins", help="libccnet_plugins.so (default: $CCNET_PLUGIN_LIB or "
                                           "build/)")
     parser.add_argument("--json", action="store_true",
@@ -32,6 +35,9 @@ def cca_status(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from runtime.inspect_engine import inspect_engine
 
+    if bool(args.model) == bool(args.engine):
+        raise CCNetError("give the engine once: ccnet inspect ENGINE or --model ENGINE")
+    args.model = args.model or args.engine
     summary = inspect_engine(args.model, args.plugins, report=not args.json)
     if args.json:
         print(json.dumps(summary, indent=2))

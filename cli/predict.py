@@ -1,16 +1,20 @@
-"""ccnet predict: segment one image into a label-map PNG (or a colour overlay)."""
+"""ccnet predict: segment an image or a folder of images into label-map PNGs and/or overlays."""
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Optional
 
 import numpy as np
 
+from ccnet.errors import CCNetError
 from ccnet.files import check_output_file
 
 from . import args as common
 from .app import entry_point
 
-DESCRIPTION = "Segment one image with a CCNet (checkpoint, zoo name, .onnx or .engine)."
+DESCRIPTION = ("Segment an image or a folder of images with a CCNet (checkpoint, zoo name, .onnx "
+               "or .engine) into label-map PNGs and/or colour overlays.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,38 +22,76 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_config(parser)
     common.add_device(parser)
     parser.add_argument("--input", "--image", dest="input", required=True,
-                        help="input image (any format OpenCV reads)")
-    parser.add_argument("--out", required=True,
-                        help="output PNG: the label map (class indices) or, with --overlay, the "
-                             "colour overlay")
+                        help="an image (any format OpenCV reads) or a folder of images "
+                             "(searched recursively)")
+    parser.add_argument("--out",
+                        help="label map PNG (class indices) for an image, or the folder of "
+                             "label maps for a folder (sub-folders and names kept, .png)")
+    parser.add_argument("--show-dir", metavar="DIR",
+                        help="also write colour overlays into this folder")
     parser.add_argument("--overlay", action="store_true",
-                        help="write the palette overlay on the image instead of the label map")
+                        help="one image: write the overlay to --out instead of the label map")
     parser.add_argument("--save-logits", metavar="X.npy", default=None,
-                        help="also save the C×H×W float32 logits at the original size "
-                             "(averaged probabilities with --tta)")
+                        help="one image: also save the C×H×W float32 logits at the original "
+                             "size (averaged probabilities with --tta)")
     parser.add_argument("--tta", action="store_true",
                         help="multi-scale + flip test-time augmentation (mmseg 0.x rule)")
+    common.add_progress(parser)
+
+
+def _class_names(labels: np.ndarray, classes) -> str:
+    present = np.unique(labels)
+    names = ", ".join(classes[c] for c in present[:8])
+    return names + (" ..." if len(present) > 8 else "")
+
+
+def _check_single(args: argparse.Namespace) -> Optional[str]:
+    """Output checks for one image, before the (slow) model load; returns the overlay path."""
+    from ccnet.images import load_image
+
+    if not args.out and not args.show_dir:
+        raise CCNetError("nothing to write: give --out FILE.png and/or --show-dir DIR")
+    if args.out:
+        check_output_file(args.out, None if args.overlay else (".png",),
+                          what="overlay" if args.overlay else "label map")
+    if args.save_logits:
+        check_output_file(args.save_logits, (".npy",), what="--save-logits")
+    if args.show_dir and os.path.isfile(args.show_dir):
+        raise CCNetError(f"--show-dir {args.show_dir} is a file: give a folder")
+    load_image(args.input)
+    if not args.show_dir:
+        return None
+    return os.path.join(args.show_dir, os.path.splitext(os.path.basename(args.input))[0] + ".png")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ccnet.images import load_image
-    from runtime.predict import predict_to_files
+    from runtime.predict import folder_jobs, predict_folder, predict_to_files
     from runtime.segmenter import Segmenter
 
-    if not args.overlay:
-        check_output_file(args.out, (".png",), what="label map")
+    folder = os.path.isdir(args.input)
+    if folder:
+        for flag, value in (("--overlay", args.overlay), ("--save-logits", args.save_logits)):
+            if value:
+                raise CCNetError(f"{flag} is for one image: for a folder use --out DIR for label "
+                                 "maps and --show-dir DIR for overlays")
+        folder_jobs(args.input, args.out, args.show_dir)  # bad outputs fail before the load
     else:
-        check_output_file(args.out, what="overlay")
-    if args.save_logits:
-        check_output_file(args.save_logits, (".npy",), what="--save-logits")
-    load_image(args.input)  # fail on bad input before the (slow) model load
+        overlay_path = _check_single(args)
     with Segmenter(args.model, **common.runner_options(args)) as segmenter:
+        if folder:
+            summary = predict_folder(segmenter, args.input, args.out, args.show_dir, args.tta,
+                                     progress=not args.no_progress)
+            where = " and ".join(p for p in (args.out, args.show_dir) if p)
+            print(f"wrote {summary['written']} image(s) to {where} in "
+                  f"{summary['seconds']:.1f} s ({len(summary['skipped'])} unreadable skipped)")
+            return 0
         prediction = predict_to_files(segmenter, args.input, args.out, overlay=args.overlay,
-                                      logits_path=args.save_logits, tta=args.tta)
-        classes = np.unique(prediction.labels)
-        names = ", ".join(segmenter.meta.classes[c] for c in classes[:8])
-    print(f"wrote {args.out} ({prediction.labels.shape[1]}x{prediction.labels.shape[0]}, "
-          f"classes: {names}{' ...' if len(classes) > 8 else ''})")
+                                      logits_path=args.save_logits, tta=args.tta,
+                                      overlay_path=overlay_path)
+        names = _class_names(prediction.labels, segmenter.meta.classes)
+    written = ", ".join(p for p in (args.out, overlay_path, args.save_logits) if p)
+    print(f"wrote {written} ({prediction.labels.shape[1]}x{prediction.labels.shape[0]}, "
+          f"classes: {names})")
     return 0
 
 
