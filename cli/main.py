@@ -6,30 +6,58 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-from .app import run_guarded
+from ccnet.errors import CCNetError
+
+from .app import Parser, add_common, run_guarded
 
 # subcommand -> module of this package (each has DESCRIPTION, add_arguments, run).
 COMMANDS = {
     "export": "export", "fp16": "fp16", "calibrate": "calibrate", "build": "build",
     "inspect": "inspect", "parity": "parity", "eval": "eval", "predict": "predict",
     "video": "video", "batch": "batch", "train": "train", "synthetic": "synthetic",
-    "serve": "serve", "triton-repo": "triton_repo",
+    "serve": "serve", "triton-repo": "triton_repo", "zoo": "zoo", "deploy": "deploy",
 }
+# Missing module -> the install profile that brings it (the core install is torch-free).
+EXTRA_FOR_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",
+                    "onnxconverter_common": "export", "matplotlib": "export",
+                    "onnxruntime": "ort", "tensorrt": "trt"}
+
+
+def _unavailable(name: str, error: ImportError):
+    """The run function of a subcommand whose flags cannot be built on this install."""
+    missing = (error.name or "").split(".")[0]
+    extra = EXTRA_FOR_MODULE.get(missing)
+    hint = f"pip install 'ccnet-deploy[{extra}]'" if extra else f"install {missing}"
+
+    def run(args: argparse.Namespace) -> int:
+        raise CCNetError(f"ccnet {name} needs {missing or error}, which is not installed: {hint}")
+
+    return run
+
+
+def _add_command(sub, name: str, module) -> None:
+    help_text = module.DESCRIPTION.split(":")[0]
+    try:
+        module.add_arguments(Parser())  # a dry run: does this install have what the flags need?
+    except ImportError as e:
+        command = sub.add_parser(name, help=help_text, description=module.DESCRIPTION)
+        command.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        command.set_defaults(run=_unavailable(name, e))
+        return
+    command = sub.add_parser(name, help=help_text, description=module.DESCRIPTION)
+    module.add_arguments(command)
+    add_common(command, default=argparse.SUPPRESS)
+    command.set_defaults(run=module.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import ccnet
-
-    parser = argparse.ArgumentParser(
-        prog="ccnet", description="CCNet (mmseg zoo) → ONNX → TensorRT deployment toolkit.")
-    parser.add_argument("--version", action="version", version=f"ccnet-deploy {ccnet.__version__}")
+    parser = Parser(
+        prog="ccnet", description="CCNet (mmseg zoo) → ONNX → TensorRT deployment toolkit.",
+        epilog="'ccnet COMMAND --help' describes a command's flags.")
+    add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f".{module_name}", __package__)
-        command = sub.add_parser(name, help=module.DESCRIPTION.split(":")[0],
-                                 description=module.DESCRIPTION)
-        module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        _add_command(sub, name, importlib.import_module(f".{module_name}", __package__))
     return parser
 
 
