@@ -1,5 +1,8 @@
-# Two entry points for a fresh Linux machine with Python 3.11: `make demo` and `make test`.
+# Two entry points for a fresh Linux machine with Python >= 3.10: `make demo` and `make test`.
 PYTHON ?= python3
+# The library accepts a torch range (setup.py, [export]); the Makefile pins the CPU wheel that
+# installs offline on our machines.  Override: make test TORCH_VERSION=2.12.0
+TORCH_VERSION ?= 2.13.0
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ccnet-installed
@@ -7,10 +10,10 @@ DEMO_OUT ?= demo_out
 
 .PHONY: install demo test test-all plugin clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -e ".[cpu,test,serve,batch]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[ort,export,test,serve,batch]" "torch==$(TORCH_VERSION)"
 	touch $(STAMP)
 
 install: $(STAMP)

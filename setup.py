@@ -1,4 +1,11 @@
-"""ccnet-deploy: CCNet (mmseg zoo) → ONNX → TensorRT with a criss-cross attention plugin."""
+"""ccnet-deploy: CCNet (mmseg zoo) → ONNX → TensorRT with a criss-cross attention plugin.
+
+Install profiles (docs/cli.md):
+    pip install ccnet-deploy                # torch-free runtime core (bring a backend: [ort]...)
+    pip install "ccnet-deploy[ort]"         # + ONNX Runtime (CPU): run .onnx files
+    pip install "ccnet-deploy[trt]"         # + TensorRT, polygraphy, cuda-python: engines
+    pip install "ccnet-deploy[export,ort]"  # + PyTorch & co: export, FP16, INT8, parity, train
+"""
 import re
 
 from setuptools import setup
@@ -6,38 +13,57 @@ from setuptools import setup
 with open("ccnet/__init__.py") as f:
     VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
+# What `import runtime` + Segmenter + the video pipeline + eval need: no torch, no onnx.
+CORE = [
+    "numpy>=1.24",
+    "opencv-python-headless>=4.8",
+    "pillow>=9.0",  # dataset labels are read as mmseg reads them (palette PNGs)
+    "tqdm>=4.60",
+]
+
+EXTRAS = {
+    # onnxruntime and onnxruntime-gpu share one import name: install exactly one of them.
+    "ort": ["onnxruntime>=1.20"],
+    "ort-gpu": ["onnxruntime-gpu>=1.20"],
+    # onnx: the engine builder reads the model metadata from the ONNX file.
+    "trt": ["tensorrt>=10.0", "polygraphy>=0.49", "cuda-python>=12.0", "onnx>=1.17"],
+    "pycuda": ["pycuda>=2022.1"],
+    # Export, FP16/INT8 conversion, parity against PyTorch, training.  They also run ONNX
+    # Runtime (verification, calibration): combine with [ort] or [ort-gpu].  torch: 2.6 is the
+    # first release with the exporter API we call; CI tests the upper end of the range.
+    "export": [
+        "torch>=2.6,<2.14",
+        "onnx>=1.17",
+        "onnxscript>=0.5",
+        "onnxconverter-common>=1.14",
+        "matplotlib>=3.7",  # parity plots
+    ],
+    # Triton through PyTriton (ships tritonserver; pins numpy<2) and its client/schema.
+    "serve": ["nvidia-pytriton>=0.7", "tritonclient[http,grpc]>=2.50"],
+    # ccnet batch: Ray Data's streaming map_batches with actor pools (compute= strategies).
+    "batch": ["ray[data]>=2.51"],
+    "test": ["pytest>=7", "vermin>=1.6"],
+}
+# Everything that installs side by side (not ort-gpu, which replaces ort; not pycuda, which
+# compiles against a local CUDA toolkit).
+EXTRAS["all"] = sorted({req for name in ("ort", "trt", "export", "serve", "batch", "test")
+                        for req in EXTRAS[name]})
+# Older names of two profiles, kept so existing install commands keep working.
+EXTRAS["cpu"] = EXTRAS["ort"]
+EXTRAS["gpu"] = EXTRAS["ort-gpu"] + EXTRAS["trt"]
+
 setup(
     name="ccnet-deploy",
     version=VERSION,
     description="ONNX/TensorRT deployment toolkit for mmsegmentation's CCNet models",
-    python_requires=">=3.11",
+    python_requires=">=3.10",
     packages=["ccnet", "export", "calib", "runtime", "plugins", "cli"],
     package_data={
         "ccnet": ["data/*.json", "weights/*.pth", "weights/*.md"],
         "plugins": ["cca_op.json"],
     },
-    install_requires=[
-        "torch==2.13.0",  # the CPU wheel that installs offline on our machines
-        "numpy>=1.26",
-        "onnx>=1.17",
-        "onnxscript>=0.5",
-        "onnxconverter-common>=1.14",
-        "opencv-python-headless>=4.8",
-        "polygraphy>=0.49",
-        "tqdm>=4.60",
-        "matplotlib>=3.7",
-        "pillow>=10",
-    ],
-    extras_require={
-        # onnxruntime and onnxruntime-gpu share one import name: install exactly one of them.
-        "cpu": ["onnxruntime>=1.20"],
-        "gpu": ["onnxruntime-gpu>=1.20", "tensorrt>=10.0", "cuda-python>=12.0"],
-        "test": ["pytest>=7"],
-        # Triton through PyTriton (ships tritonserver; pins numpy<2) and its client/schema.
-        "serve": ["nvidia-pytriton>=0.7", "tritonclient[http,grpc]>=2.50"],
-        # ccnet batch: Ray Data's streaming map_batches with actor pools (compute= strategies).
-        "batch": ["ray[data]>=2.51"],
-    },
+    install_requires=CORE,
+    extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
             "ccnet=cli.main:main",
@@ -54,6 +80,8 @@ setup(
             "ccnet-serve=cli.serve:main",
             "ccnet-triton-repo=cli.triton_repo:main",
             "ccnet-batch=cli.batch:main",
+            "ccnet-zoo=cli.zoo:main",
+            "ccnet-deploy=cli.deploy:main",
         ]
     },
 )
