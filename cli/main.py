@@ -23,16 +23,11 @@ EXTRA_FOR_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",
                     "onnxruntime": "ort", "tensorrt": "trt"}
 
 
-def _unavailable(name: str, error: ImportError):
-    """The run function of a subcommand whose flags cannot be built on this install."""
-    missing = (error.name or "").split(".")[0]
+def _missing_message(name: str, error: ImportError) -> str:
+    missing = (error.name or "").split(".")[0] or str(error)
     extra = EXTRA_FOR_MODULE.get(missing)
     hint = f"pip install 'ccnet-deploy[{extra}]'" if extra else f"install {missing}"
-
-    def run(args: argparse.Namespace) -> int:
-        raise CCNetError(f"ccnet {name} needs {missing or error}, which is not installed: {hint}")
-
-    return run
+    return f"ccnet {name} needs {missing}, which is not installed: {hint}"
 
 
 def _add_command(sub, name: str, module) -> None:
@@ -40,9 +35,14 @@ def _add_command(sub, name: str, module) -> None:
     try:
         module.add_arguments(Parser())  # a dry run: does this install have what the flags need?
     except ImportError as e:
-        command = sub.add_parser(name, help=help_text, description=module.DESCRIPTION)
-        command.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        command.set_defaults(run=_unavailable(name, e))
+        message = _missing_message(name, e)
+        command = sub.add_parser(name, help=help_text,
+                                 description=f"{module.DESCRIPTION} ({message})")
+
+        def unavailable(args: argparse.Namespace) -> int:
+            raise CCNetError(message)
+
+        command.set_defaults(run=unavailable, unavailable=True)
         return
     command = sub.add_parser(name, help=help_text, description=module.DESCRIPTION)
     module.add_arguments(command)
@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "unavailable", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return run_guarded(args.run, args)
 
 

@@ -65,8 +65,8 @@ def parse_precisions(text: Optional[str], calib_images: Optional[str]) -> Tuple[
     wanted = {p.strip().lower() for p in text.split(",") if p.strip()}
     unknown = sorted(wanted - set(PRECISIONS))
     if unknown or not wanted:
-        raise CCNetError(f"unknown precision {', '.join(unknown) or text!r}: use a comma list of "
-                         f"{', '.join(PRECISIONS)}")
+        raise CCNetError(f"unknown precision {', '.join(unknown) or repr(text)}: use a comma "
+                         f"list of {', '.join(PRECISIONS)}")
     if "int8" in wanted and not calib_images:
         raise CCNetError("int8 needs calibration images: add --calib-images DIR (a few hundred "
                          "images like the ones the model will see)")
