@@ -125,9 +125,11 @@ def main(argv=None) -> int:
     parser.add_argument("--photos", default=DEFAULT_PHOTOS, help="folder of real photos")
     args = parser.parse_args(argv)
     from ccnet.errors import CCNetError
+    from cli.app import logging_configured
 
     try:
-        run_demo(args.out, args.photos)
+        with logging_configured("info"):  # as the ccnet command: no third-party warnings
+            run_demo(args.out, args.photos)
     except CCNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
