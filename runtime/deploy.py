@@ -198,7 +198,9 @@ def _make_onnx(plan: DeployPlan, steps: StepRunner, source: dict) -> Dict[str, s
     fp32 = {"onnx": file_digest(models["fp32"])}
     if "fp16" in plan.precisions:
         models["fp16"] = plan.path("model_fp16.onnx")
-        steps.run("fp16 onnx", fp32, [models["fp16"]], lambda: _summary(convert_to_fp16(
+        # The probe photo decides which layers overflow FP16 and stay FP32.
+        probe = dict(fp32, photo=file_digest(photo) if photo else None)
+        steps.run("fp16 onnx", probe, [models["fp16"]], lambda: _summary(convert_to_fp16(
             models["fp32"], models["fp16"], verify_image=photo, log=log)))
     if "int8" in plan.precisions:
         models["int8"] = plan.path("model_int8.onnx")
@@ -268,8 +270,9 @@ def _engine_summary(info) -> dict:
 
 
 def _files(plan: DeployPlan, models: Dict[str, str], engines: Dict[str, str]) -> List[dict]:
-    paths = list(models.values()) + [plan.path("calibration_cache.json")] + [
-        p for e in engines.values() for p in (e, e + ".json")]
+    paths = list(models.values()) + [p for e in engines.values() for p in (e, e + ".json")]
+    if "int8" in models:
+        paths.append(plan.path("calibration_cache.json"))
     return [{"file": os.path.relpath(p, plan.out_dir), "bytes": os.path.getsize(p),
              "sha256": file_digest(p)} for p in paths if os.path.isfile(p)]
 

@@ -104,8 +104,8 @@ def test_deploy_resumes(tmp_path, micro_ckpt, calib_dir, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.onnx")} == mtimes
 
     # new calibration images: INT8 and what reads it rerun; export and FP16 do not
-    first = sorted(calib_dir.iterdir())[0]
-    cv2.imwrite(str(first), cv2.flip(cv2.imread(str(first)), 1))
+    last = sorted(calib_dir.iterdir())[-1]  # not the first: that one is the FP16 probe photo
+    cv2.imwrite(str(last), cv2.flip(cv2.imread(str(last)), 1))
     (out / "model_fp16.onnx").unlink()  # a deleted output is made again
     rc, _, err = _deploy(capsys, *argv)
     assert rc == 0, err
