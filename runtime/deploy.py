@@ -169,7 +169,7 @@ def deploy(plan: DeployPlan) -> dict:
     models = _make_onnx(plan, steps, {"model": plan.model, "checkpoint": file_digest(checkpoint),
                                       "config": plan.config})
     notes: List[str] = []
-    engines = _make_engines(plan, steps, models, notes) if plan.engine else {}
+    engines = build_engines(plan, steps, models, notes) if plan.engine else {}
     compared = [(p, models[p]) for p in plan.precisions] + [
         (p, path) for p, path in engines.items()]
     parity = _parity(plan, steps, checkpoint, compared, notes)
@@ -234,13 +234,13 @@ def default_profile(meta) -> Dict[str, str]:
             "max": f"input:1x3x{short_side}x{long_side}"}
 
 
-def _make_engines(plan: DeployPlan, steps: StepRunner, models: Dict[str, str],
+def build_engines(plan: DeployPlan, steps: StepRunner, models: Dict[str, str],
                   notes: List[str]) -> Dict[str, str]:
     """TensorRT engines for the asked precisions, or a note saying why there are none."""
     from export.metadata import read_metadata
 
     from .trt_build import build_engine
-    from .trt_common import import_tensorrt, tensorrt_version
+    from .trt_common import import_tensorrt
 
     try:
         trt = import_tensorrt()
@@ -255,11 +255,12 @@ def _make_engines(plan: DeployPlan, steps: StepRunner, models: Dict[str, str],
     for precision in plan.precisions:
         onnx_path, engine = models[precision], plan.path(f"model_{precision}.engine")
         inputs = {"onnx": file_digest(onnx_path), "shapes": shapes, "plugins": plan.plugins,
-                  "tensorrt": tensorrt_version(trt)}
+                  "tensorrt": trt.__version__}
         steps.run(f"{precision} engine", inputs, [engine, engine + ".json"],
                   lambda: _engine_summary(build_engine(
-                      onnx_path, engine, shapes["min"], shapes["opt"], shapes["max"],
-                      plugins=plan.plugins, log=logging.getLogger(__name__ + ".build").info)))
+                      onnx_path, engine, min_shapes=shapes["min"], opt_shapes=shapes["opt"],
+                      max_shapes=shapes["max"], plugins=plan.plugins,
+                      log=logging.getLogger(__name__ + ".build").info)))
         engines[f"{precision}-engine"] = engine
     return engines
 

@@ -170,3 +170,49 @@ def test_deploy_builds_engines(tmp_path, micro_ckpt, calib_dir, capsys):
     engines = [b for b in report["parity"]["backends"] if b["name"] == "tensorrt"]
     assert len(engines) == 2 and all(b["pixel_agreement"] > 90 for b in engines)
     assert np.isfinite([r["ms_per_image"] for r in report["latency"]]).all()
+
+
+def test_engine_steps_on_tensorrt_doubles(tmp_path, tiny_onnx, monkeypatch, request):
+    """deploy's engine step driven by the TensorRT doubles of tests/trt_doubles.py (documented
+    TensorRT behaviour; they compute no outputs): an engine + side file per precision with the
+    default profile, skipped when nothing changed, rebuilt when the ONNX changes."""
+    import shutil
+
+    from export.metadata import read_metadata
+    from runtime.deploy import DeployPlan, StepRunner, build_engines, default_profile
+    from runtime.engine_info import parse_shapes
+
+    from trt_doubles import install
+
+    trt, _ = install(monkeypatch, request)
+    library = tmp_path / "libccnet_plugins.so"  # stands for the plugin library
+    library.write_bytes(b"plugin")
+    trt.registry.libraries[str(library)] = [("CrissCrossAttention", "1", "ccnet")]
+    out = tmp_path / "deployed"
+    out.mkdir()
+    onnx_path = str(out / "model.onnx")
+    shutil.copy(tiny_onnx, onnx_path)
+    plan = DeployPlan(model="unused", out_dir=str(out), precisions=("fp32",), engine=True,
+                      plugins=str(library))
+
+    def run_engine_step():
+        steps, notes = StepRunner(plan.path("deploy_state.json")), []
+        engines = build_engines(plan, steps, {"fp32": onnx_path}, notes)
+        return engines, steps.records(), notes
+
+    engines, records, notes = run_engine_step()
+    engine = str(out / "model_fp32.engine")
+    assert engines == {"fp32-engine": engine} and not notes
+    assert records == [{"name": "fp32 engine", "seconds": records[0]["seconds"],
+                        "skipped": False}]
+    profile = json.load(open(engine + ".json"))["profiles"][0]["input"]
+    expected = default_profile(read_metadata(onnx_path))
+    for which in ("min", "opt", "max"):
+        assert tuple(profile[which]) == tuple(parse_shapes(expected[which])["input"])
+    assert run_engine_step()[1][0]["skipped"]
+    import onnx
+
+    model = onnx.load(onnx_path)
+    model.doc_string = "edited"
+    onnx.save(model, onnx_path)
+    assert not run_engine_step()[1][0]["skipped"]
