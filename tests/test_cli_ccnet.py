@@ -73,6 +73,9 @@ def _bad_argv(name, tmp_path):
         "synthetic": ["--out", tmp_path / "scenes", "--num", "0"],
         "zoo": ["--dataset", "nope"],
         "deploy": ["--model", f"{missing}.pth", "--out", tmp_path / "deployed"],
+        "triton-repo": ["--model", f"{missing}.onnx", "--repo", tmp_path / "repo"],
+        # a usage error: a missing model would be found only as the server starts
+        "serve": ["--model", f"{missing}.onnx", "--instances", "0"],
     }
     return table.get(name)
 
