@@ -74,6 +74,8 @@ def _bad_argv(name, tmp_path):
         "zoo": ["--dataset", "nope"],
         "deploy": ["--model", f"{missing}.pth", "--out", tmp_path / "deployed"],
         "triton-repo": ["--model", f"{missing}.onnx", "--repo", tmp_path / "repo"],
+        "batch": ["--model", f"{missing}.onnx", "--input", tmp_path, "--output",
+                  tmp_path / "out"],
         # a usage error: a missing model would be found only as the server starts
         "serve": ["--model", f"{missing}.onnx", "--instances", "0"],
     }
