@@ -10,23 +10,64 @@ DESCRIPTION = ("Quantize an exported FP32 CCNet ONNX to INT8 with explicit Q/DQ 
                "(TensorRT 10/11 strongly typed INT8; also runs on ONNX Runtime).")
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not a percentage in (0, 100]")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from calib.quantize import DEFAULT_NUM_IMAGES, METHODS, TARGETS
+    from calib.options import (DEFAULT_HOLDOUT_IMAGES, DEFAULT_NUM_IMAGES, DEFAULT_SEED, METHODS,
+                               QUANTIZERS)
+    from calib.placement import PLACEMENTS
 
     common.add_model(parser, help="FP32 ONNX written by ccnet export", aliases=("--onnx",))
-    parser.add_argument("--images", "--calib-images", dest="images",
-                        help="folder of calibration images (pre-processed like inference)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", help="calibration photos: a folder (recursive; label "
+                                         "folders and label PNGs are skipped) or a quoted glob "
+                                         "pattern such as 'data/**/*.jpg'")
+    source.add_argument("--list", dest="image_list",
+                        help="text file with one photo path per line (relative to the file)")
+    parser.add_argument("--num-images", type=common.positive_int, default=DEFAULT_NUM_IMAGES,
+                        help=f"calibrate on N photos (default {DEFAULT_NUM_IMAGES})")
+    parser.add_argument("--seed", type=_count, default=DEFAULT_SEED,
+                        help=f"shuffle seed for choosing the photos (default {DEFAULT_SEED})")
     parser.add_argument("--method", choices=METHODS,
                         help="range calibration (default entropy; with a cache alone: the cache's)")
-    parser.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
-                        help="calibrate on the first N readable images (default "
-                             f"{DEFAULT_NUM_IMAGES})")
-    parser.add_argument("--cache", help="calibration cache JSON: written with --images, reused "
-                                        "without --images (must be made for this exact ONNX file)")
-    parser.add_argument("--target", choices=TARGETS, default="tensorrt",
-                        help="Q/DQ placement: tensorrt (default; symmetric int8, Q/DQ in front of "
-                             "Convs, what TensorRT fuses) or ort-cpu (uint8 activations, Conv "
-                             "outputs quantized: what ONNX Runtime CPU runs fast)")
+    parser.add_argument("--cache", help="calibration cache JSON: written with --images/--list, "
+                                        "reused without them (made for this exact ONNX file)")
+    parser.add_argument("--target", choices=tuple(PLACEMENTS), default="tensorrt",
+                        help="Q/DQ placement: " + "; ".join(f"{p.name}: {p.help}"
+                                                            for p in PLACEMENTS.values()))
+    parser.add_argument("--quantizer", choices=QUANTIZERS, default="ort",
+                        help="ort (default: our placement through ONNX Runtime's quantizer) or "
+                             "modelopt (NVIDIA ModelOpt's placement, optional package)")
+    mixed = parser.add_argument_group("mixed precision (Convs kept in float)")
+    mixed.add_argument("--target-agreement", type=_percent, metavar="P",
+                       help="keep the most sensitive Convs in float until INT8 agrees with FP32 "
+                            "on P %% of held-out pixels")
+    mixed.add_argument("--max-fallback", type=_count, metavar="K",
+                       help="keep at most K Convs in float (alone: exactly the K most sensitive)")
+    mixed.add_argument("--holdout-images", type=common.positive_int,
+                       default=DEFAULT_HOLDOUT_IMAGES,
+                       help="photos held out of calibration to measure agreement on (default "
+                            f"{DEFAULT_HOLDOUT_IMAGES})")
+    mixed.add_argument("--sensitivity-json", help="write the per-layer sensitivity table (JSON) "
+                                                  "and its plot (same name, .png)")
     parser.add_argument("--no-function", action="store_true",
                         help="write the plugin-only form (no CCA function: TensorRT + plugin only)")
     common.add_progress(parser)
@@ -34,21 +75,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+    import io
+    import logging
+
+    from calib.options import QuantOptions
     from calib.quantize import quantize
 
-    report = quantize(args.model, args.out, images_dir=args.images, method=args.method,
-                      num_images=args.num_images, cache=args.cache,
-                      function=not args.no_function, progress=not args.no_progress,
-                      target=args.target)
-    source = f"cache {args.cache}" if report["from_cache"] else f"{report['num_images']} image(s)"
-    function = "with" if report["function"] else "without"
-    print(f"wrote {report['out']}: {report['quantized_convs']} Conv(s) INT8, "
-          f"{report['residual_adds']} residual Add shortcut(s) through Q/DQ, {report['method']} "
-          f"ranges from {source}, {report['target']} placement, {function} CCA function "
-          f"({report['seconds']} s)")
-    if args.cache and not report["from_cache"]:
-        print(f"wrote calibration cache {args.cache}")
+    options = QuantOptions(
+        method=args.method, num_images=args.num_images, seed=args.seed, target=args.target,
+        quantizer=args.quantizer, function=not args.no_function,
+        target_agreement=args.target_agreement, max_fallback=args.max_fallback,
+        holdout_images=args.holdout_images, sensitivity_json=args.sensitivity_json,
+        progress=not args.no_progress)
+    # ONNX Runtime's quantizer prints and logs progress notes ("Collecting tensor data ...",
+    # "Please consider to run pre-processing ..."): this command shows its own summary instead.
+    logging.basicConfig(level=logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = quantize(args.model, args.out, images_dir=args.images, cache=args.cache,
+                          image_list=args.image_list, options=options)
+    print(summary(report))
     return 0
+
+
+def summary(report: dict) -> str:
+    """What was written and from which photos (the log of the files used)."""
+    lines = []
+    if report["from_cache"]:
+        lines.append(f"ranges from cache {report['cache']} ({report['num_images']} photo(s))")
+    else:
+        lines.append(f"calibrated on {len(report['images'])} photo(s), {report['method']} "
+                     "ranges:")
+        lines += [f"  {p}" for p in report["images"]]
+    if report["holdout_images"]:
+        lines.append(f"held out to measure agreement ({len(report['holdout_images'])}):")
+        lines += [f"  {p}" for p in report["holdout_images"]]
+    lines += [f"skipped {p}: {why}" for p, why in report["skipped"]]
+    if report["fallback_layers"] or report["holdout_agreement_pct"] is not None:
+        lines.append(f"kept in float ({len(report['fallback_layers'])} of {report['convs']} "
+                     f"Convs): {', '.join(report['fallback_layers']) or 'none'}; held-out "
+                     f"agreement with FP32 {report['holdout_agreement_pct']:.3f} %")
+    if report["sensitivity_json"]:
+        lines.append(f"wrote sensitivity table {report['sensitivity_json']} (+ .png)")
+    residual = ("" if report["residual_adds"] is None else
+                f", {report['residual_adds']} residual Add shortcut(s) through Q/DQ")
+    function = "with" if report["function"] else "without"
+    lines.append(f"wrote {report['out']}: {report['quantized_convs']} of {report['convs']} "
+                 f"Conv(s) INT8{residual}, {report['quantizer']} quantizer, {report['target']} "
+                 f"placement, {function} CCA function ({report['seconds']} s)")
+    if report["cache"] and not report["from_cache"]:
+        lines.append(f"wrote calibration cache {report['cache']}")
+    return "\n".join(lines)
 
 
 main = entry_point("ccnet-calibrate", DESCRIPTION, add_arguments, run)

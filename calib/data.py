@@ -1,0 +1,110 @@
+"""Calibration data: chosen photos → the network inputs inference would feed.
+
+Every photo goes through exactly the inference pre-processing (``ccnet.processing.preprocess``
+with the ONNX's ModelMeta: mmseg's keep-ratio resize to the test scale, BGR→RGB, mean/std), so
+the activation statistics are those of deployment.  Photos keep their own size: a 500×375 VOC
+photo becomes a 1×3×341×256 input, an ADE20K one another shape; ``calib.calibrate`` collects
+them shape by shape and merges the histograms (see there).  A slide-mode model yields its
+slide windows; a model exported with static input dims gets the input resampled to them.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from ccnet.errors import CCNetError, first_line
+from ccnet.meta import ModelMeta
+
+from .selection import shuffled
+
+LOG = logging.getLogger(__name__)
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration photo was skipped (unreadable or not an image)."""
+
+
+@dataclass
+class CalibrationData:
+    """Photos used, in order, with their network inputs (one list of batches per photo)."""
+
+    images: List[str] = field(default_factory=list)
+    inputs: List[List[np.ndarray]] = field(default_factory=list)
+    holdout: List[str] = field(default_factory=list)
+    holdout_inputs: List[List[np.ndarray]] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def batches(self) -> List[np.ndarray]:
+        return [b for per_image in self.inputs for b in per_image]
+
+    @property
+    def holdout_batches(self) -> List[np.ndarray]:
+        return [b for per_image in self.holdout_inputs for b in per_image]
+
+
+def network_inputs(image_bgr: np.ndarray, meta: ModelMeta,
+                   input_shape: Sequence = (None,) * 4) -> List[np.ndarray]:
+    """The float32 batches inference feeds the network for one photo (slide: one per window)."""
+    from ccnet.processing import preprocess, resize_logits, slide_windows
+
+    batch = preprocess(image_bgr, meta)
+    if meta.mode == "slide":
+        _, _, h, w = batch.shape
+        batches = [batch[:, :, y1:y2, x1:x2]
+                   for y1, y2, x1, x2 in slide_windows(h, w, meta.crop_size, meta.stride)]
+    else:
+        batches = [batch]
+    # A model exported with static dims takes exactly that shape: resample the normalized input
+    # (only the activation statistics matter here).
+    batch_dim, _, static_h, static_w = input_shape
+    fitted = []
+    for b in batches:
+        if static_h and static_w and b.shape[2:] != (static_h, static_w):
+            b = resize_logits(b, (static_h, static_w), meta.align_corners)
+        if batch_dim and batch_dim != b.shape[0]:
+            b = np.repeat(b, batch_dim, axis=0)
+        fitted.append(np.ascontiguousarray(b, dtype=np.float32))
+    return fitted
+
+
+def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images: int,
+                          holdout: int = 0, seed: int = 0,
+                          input_shape: Sequence = (None,) * 4) -> CalibrationData:
+    """Read photos in seeded-shuffled order until ``num_images`` + ``holdout`` are usable.
+
+    Unreadable files are skipped with a CalibrationWarning and listed in ``skipped``.  The last
+    ``holdout`` usable photos are held out (never calibrated on) to measure agreement.
+    """
+    from ccnet.images import load_image
+
+    data, per_image, used = CalibrationData(), [], []
+    for path in shuffled(candidates, seed):
+        if len(used) >= num_images + holdout:
+            break
+        try:
+            inputs = network_inputs(load_image(path), meta, input_shape)
+        except CCNetError as e:
+            warnings.warn(f"skipping calibration image: {first_line(e)}", CalibrationWarning)
+            data.skipped.append((path, first_line(e)))
+            continue
+        used.append(path)
+        per_image.append(inputs)
+    if not used:
+        raise CCNetError(f"none of the {len(data.skipped)} photo(s) could be read (first: "
+                         f"{data.skipped[0][1]}): pass readable photos with --images or --list")
+    if holdout and len(used) <= holdout:
+        raise CCNetError(f"only {len(used)} readable photo(s): measuring agreement needs "
+                         f"{holdout} held-out photo(s) plus at least one to calibrate on; add "
+                         "photos or lower --holdout-images")
+    split = min(num_images, len(used) - holdout)
+    data.images, data.inputs = used[:split], per_image[:split]
+    data.holdout, data.holdout_inputs = used[split:], per_image[split:]
+    LOG.info("calibration photos (%d): %s", len(data.images), ", ".join(data.images))
+    if data.holdout:
+        LOG.info("held-out photos (%d): %s", len(data.holdout), ", ".join(data.holdout))
+    return data

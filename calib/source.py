@@ -1,0 +1,92 @@
+"""The FP32 model to quantize: checks with one-line errors, and the copy ONNX Runtime runs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import onnx
+
+from ccnet.errors import CCNetError
+from ccnet.meta import ModelMeta
+from export.onnx_file import load_onnx
+
+from .cache import file_sha256
+from .qdq_graph import is_quantized
+
+
+@dataclass
+class SourceModel:
+    """An FP32 ccnet-export ONNX file, read and checked."""
+
+    path: str
+    model: onnx.ModelProto
+    meta: ModelMeta
+    input_name: str
+    input_shape: Tuple[Optional[int], ...]  # ints for static dims, None for dynamic ones
+    sha256: str
+
+    @property
+    def unit(self) -> str:
+        return "window" if self.meta.mode == "slide" else "image"
+
+    def prepared(self, workdir: str, opset: Optional[int] = None) -> str:
+        """Write the copy calibration runs (with the CCA function, so ONNX Runtime can run a
+        plugin-form file; at ``opset`` if given) into ``workdir``; returns its path."""
+        from export.graph import attach_cca_function, cca_functions, cca_nodes
+
+        model = self.model
+        if opset is not None and _default_opset(model) < opset:
+            model = onnx.version_converter.convert_version(model, opset)
+            del model.functions[:]  # the converter drops or keeps them stale: rebuild below
+        else:
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+        if cca_nodes(model) and not cca_functions(model):
+            attach_cca_function(model)
+        path = os.path.join(workdir, f"fp32_opset{_default_opset(model)}.onnx")
+        onnx.save(model, path)
+        return path
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def read_meta(model: onnx.ModelProto, path: str = "model") -> ModelMeta:
+    """The ModelMeta that ccnet-export wrote into the ONNX metadata (one-line error if absent)."""
+    from export.metadata import read_metadata
+
+    try:
+        return read_metadata(model)
+    except CCNetError as e:
+        raise CCNetError(f"{path}: {e} (calibration needs the model's pre-processing)") from None
+
+
+def _input(model: onnx.ModelProto):
+    """Name and dims of the single image input."""
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if len(inputs) != 1:
+        raise CCNetError(f"expected one image input, the model has {len(inputs)}: "
+                         "pass a model written by ccnet-export")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def load_source(path: str) -> SourceModel:
+    """Read an FP32 ccnet-export ONNX; refuse quantized, FP16 and metadata-less files."""
+    model = load_onnx(path)
+    meta = read_meta(model, path)
+    if is_quantized(model):
+        raise CCNetError(f"{path} is already quantized (it has Q/DQ or integer nodes): "
+                         "calibrate the FP32 ONNX from ccnet-export instead")
+    if meta.extra.get("precision", "fp32") != "fp32" or any(
+            i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        raise CCNetError(f"{path} is not an FP32 model (precision "
+                         f"{meta.extra.get('precision', 'fp16')}): calibrate the FP32 export "
+                         "(INT8 files keep their float layers in FP32)")
+    name, shape = _input(model)
+    if len(shape) != 4:
+        raise CCNetError(f"{path}: the image input has {len(shape)} dims, expected N×3×H×W: "
+                         "pass a model written by ccnet-export")
+    return SourceModel(path, model, meta, name, shape, file_sha256(path))
