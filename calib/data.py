@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -72,38 +72,57 @@ def network_inputs(image_bgr: np.ndarray, meta: ModelMeta,
     return fitted
 
 
-def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images: int,
-                          holdout: int = 0, seed: int = 0,
-                          input_shape: Sequence = (None,) * 4) -> CalibrationData:
-    """Read photos in seeded-shuffled order until ``num_images`` + ``holdout`` are usable.
-
-    Unreadable files are skipped with a CalibrationWarning and listed in ``skipped``.  The last
-    ``holdout`` usable photos are held out (never calibrated on) to measure agreement.
-    """
+def read_photos(paths: Sequence[str], meta: ModelMeta, want: int,
+                input_shape: Sequence = (None,) * 4):
+    """The first ``want`` readable photos of ``paths`` and their network inputs; unreadable
+    files are skipped with a CalibrationWarning.  Returns (used, inputs, skipped)."""
     from ccnet.images import load_image
 
-    data, per_image, used = CalibrationData(), [], []
-    for path in shuffled(candidates, seed):
-        if len(used) >= num_images + holdout:
+    used, inputs, skipped = [], [], []
+    for path in paths:
+        if len(used) >= want:
             break
         try:
-            inputs = network_inputs(load_image(path), meta, input_shape)
-        except CCNetError as e:
-            warnings.warn(f"skipping calibration image: {first_line(e)}", CalibrationWarning)
-            data.skipped.append((path, first_line(e)))
+            inputs.append(network_inputs(load_image(path), meta, input_shape))
+        except Exception as e:  # CCNetError, or OpenCV refusing an extreme size: skip the photo
+            reason = first_line(e) if isinstance(e, CCNetError) else \
+                f"{path}: cannot pre-process ({type(e).__name__}: {first_line(e, 120)})"
+            warnings.warn(f"skipping calibration image: {reason}", CalibrationWarning)
+            skipped.append((path, reason))
             continue
         used.append(path)
-        per_image.append(inputs)
     if not used:
-        raise CCNetError(f"none of the {len(data.skipped)} photo(s) could be read (first: "
-                         f"{data.skipped[0][1]}): pass readable photos with --images or --list")
-    if holdout and len(used) <= holdout:
+        raise CCNetError(f"none of the {len(skipped)} photo(s) could be read (first: "
+                         f"{skipped[0][1]}): pass readable photos with --images or --list")
+    return used, inputs, skipped
+
+
+def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images: int,
+                          holdout: int = 0, seed: int = 0,
+                          input_shape: Sequence = (None,) * 4,
+                          holdout_candidates: Optional[Sequence[str]] = None) -> CalibrationData:
+    """Read photos in seeded-shuffled order until ``num_images`` (+ ``holdout``) are usable.
+
+    Held-out photos (never calibrated on; they measure agreement) are every readable photo of
+    ``holdout_candidates`` when given, else the last ``holdout`` usable photos of the shuffled
+    candidates.  Unreadable files are skipped with a CalibrationWarning and listed in
+    ``skipped``.
+    """
+    data = CalibrationData()
+    extra = holdout if holdout_candidates is None else 0
+    used, inputs, data.skipped = read_photos(shuffled(candidates, seed), meta,
+                                             num_images + extra, input_shape)
+    if extra and len(used) <= extra:
         raise CCNetError(f"only {len(used)} readable photo(s): measuring agreement needs "
-                         f"{holdout} held-out photo(s) plus at least one to calibrate on; add "
+                         f"{extra} held-out photo(s) plus at least one to calibrate on; add "
                          "photos or lower --holdout-images")
-    split = min(num_images, len(used) - holdout)
-    data.images, data.inputs = used[:split], per_image[:split]
-    data.holdout, data.holdout_inputs = used[split:], per_image[split:]
+    split = min(num_images, len(used) - extra)
+    data.images, data.inputs = used[:split], inputs[:split]
+    data.holdout, data.holdout_inputs = used[split:], inputs[split:]
+    if holdout_candidates is not None:
+        data.holdout, data.holdout_inputs, skipped = read_photos(
+            holdout_candidates, meta, len(holdout_candidates), input_shape)
+        data.skipped += skipped
     LOG.info("calibration photos (%d): %s", len(data.images), ", ".join(data.images))
     if data.holdout:
         LOG.info("held-out photos (%d): %s", len(data.holdout), ", ".join(data.holdout))

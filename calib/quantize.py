@@ -58,7 +58,8 @@ class Calibration:
 
 def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
              cache: Optional[str] = None, image_list: Optional[str] = None,
-             options: Optional[QuantOptions] = None, **option_fields) -> Dict[str, object]:
+             holdout: Optional[str] = None, options: Optional[QuantOptions] = None,
+             **option_fields) -> Dict[str, object]:
     """Quantize an exported FP32 CCNet ONNX to explicit Q/DQ INT8.
 
     Args:
@@ -66,6 +67,9 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         out_path: INT8 ONNX to write (atomically; nothing is written on error).
         images_dir: calibration photos: a folder (recursive; label folders and label PNGs are
             skipped) or a glob pattern.  ``image_list``: a text file of photo paths instead.
+        holdout: photos (folder or glob) to measure agreement on for ``target_agreement`` /
+            ``max_fallback``; default: ``holdout_images`` photos held out of the calibration
+            photos.
         cache: calibration cache JSON; written when calibrating from photos, read (and checked
             against this exact model) when no photos are given.
         options: a ``QuantOptions``; keyword arguments override its fields (``method``,
@@ -86,11 +90,14 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         raise CCNetError("--target-agreement/--max-fallback measure agreement on held-out "
                          "photos: pass --images or --list (with --cache the ranges still come "
                          "from photos)")
+    if holdout is not None and not options.mixed_precision:
+        raise CCNetError("--holdout photos measure agreement for --target-agreement/"
+                         "--max-fallback: add one of them or drop --holdout")
     source = load_source(onnx_path)
     with tempfile.TemporaryDirectory(prefix="ccnet_calib_") as workdir:
         prepared = source.prepared(workdir)
-        calibration = _calibrate(source, prepared, images_dir, image_list, cache, options,
-                                 workdir)
+        calibration = _calibrate(source, prepared, (images_dir, image_list, holdout), cache,
+                                 options, workdir)
         qmodel, details = _place(source, prepared, calibration, options, workdir)
     _finish(qmodel, source, calibration, options, details)
     if cache is not None and calibration.cache is None:
@@ -110,10 +117,11 @@ def _check_outputs(out_path: str, cache_out: Optional[str], options: QuantOption
                           make_dirs=True)
 
 
-def _calibrate(source: SourceModel, prepared: str, images_dir: Optional[str],
-               image_list: Optional[str], cache: Optional[str], options: QuantOptions,
-               workdir: str) -> Calibration:
-    """Ranges from photos (and the held-out photos), or from the cache alone."""
+def _calibrate(source: SourceModel, prepared: str, photos: tuple, cache: Optional[str],
+               options: QuantOptions, workdir: str) -> Calibration:
+    """Ranges from photos (``photos``: images_dir, image_list, holdout; and the held-out
+    photos), or from the cache alone."""
+    images_dir, image_list, holdout = photos
     if images_dir is None and image_list is None:
         cached = load_cache(cache, source.sha256, calibrated_tensor_names(source.model))
         if options.method is not None and options.method != cached["method"]:
@@ -127,7 +135,7 @@ def _calibrate(source: SourceModel, prepared: str, images_dir: Optional[str],
     data = load_calibration_data(
         candidate_photos(images_dir, image_list), source.meta, options.num_images,
         options.holdout_images if options.mixed_precision else 0, options.seed,
-        source.input_shape)
+        source.input_shape, None if holdout is None else candidate_photos(holdout))
     items = [(path, batch) for path, batches in zip(data.images, data.inputs) for batch in batches]
     ranges = collect_ranges(prepared, source.input_name, items, method, workdir,
                             options.progress, source.unit)

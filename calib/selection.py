@@ -58,10 +58,23 @@ def photos_in_folder(folder: str) -> List[str]:
 
 
 def photos_from_glob(pattern: str) -> List[str]:
-    """Image files matching a glob pattern (``**`` recursive), label PNGs left out."""
+    """Image files matching a glob pattern (``**`` recursive); label PNGs and files in label
+    folders below the pattern's fixed part left out."""
+    base = _fixed_prefix(pattern)
     paths = sorted(p for p in glob.glob(pattern, recursive=True)
                    if os.path.isfile(p) and is_image_file(p))
-    return [p for p in paths if is_photo(p)]
+    return [p for p in paths if is_photo(p) and not any(
+        is_label_folder(part) for part in os.path.relpath(os.path.dirname(p), base).split(os.sep))]
+
+
+def _fixed_prefix(pattern: str) -> str:
+    """The folder part of a glob pattern before its first wildcard."""
+    parts = []
+    for part in pattern.split(os.sep):
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return os.sep.join(parts) or os.curdir
 
 
 def photos_from_list(list_file: str) -> List[str]:

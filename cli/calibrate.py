@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "on P %% of held-out pixels")
     mixed.add_argument("--max-fallback", type=_count, metavar="K",
                        help="keep at most K Convs in float (alone: exactly the K most sensitive)")
+    mixed.add_argument("--holdout", metavar="PHOTOS",
+                       help="photos (folder or quoted glob) to measure agreement on, instead of "
+                            "holding some calibration photos out")
     mixed.add_argument("--holdout-images", type=common.positive_int,
                        default=DEFAULT_HOLDOUT_IMAGES,
                        help="photos held out of calibration to measure agreement on (default "
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
         report = quantize(args.model, args.out, images_dir=args.images, cache=args.cache,
-                          image_list=args.image_list, options=options)
+                          image_list=args.image_list, holdout=args.holdout, options=options)
     print(summary(report))
     return 0
 

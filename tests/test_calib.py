@@ -1,4 +1,7 @@
-"""calib.quantize: Q/DQ placement, calibration cache round trip, plugin form, bad input."""
+"""calib.quantize: Q/DQ placement, calibration cache round trip, plugin form, bad input.
+
+Photo choice and mixed sizes: test_calib_data.py; malformed caches and output paths:
+test_calib_cache.py; mixed precision: test_calib_sensitivity.py."""
 from __future__ import annotations
 
 import json
@@ -16,6 +19,9 @@ from ccnet.errors import CCNetError
 from helpers import VOC_DIR
 
 calib_quantize = pytest.importorskip("calib.quantize")
+from calib.cache import file_sha256  # noqa: E402
+from calib.data import CalibrationWarning  # noqa: E402
+from calib.qdq_graph import is_quantized  # noqa: E402
 from cli.calibrate import main as calibrate_main  # noqa: E402
 
 
@@ -75,15 +81,21 @@ def test_qdq_placement(tiny_int8):
     assert meta.extra["precision"] == "int8" and meta.extra["function"] is True
     assert meta.extra["calibration"]["method"] == "entropy"
     assert meta.extra["calibration"]["num_images"] == 3
+    assert meta.extra["calibration"]["fallback_layers"] == []
+    assert meta.extra["calibration"]["int8_convs"] == meta.extra["calibration"]["convs"] == len(convs)
+    assert sorted(meta.extra["calibration"]["images"]) == ["114_image.png", "1_image.png",
+                                                           "23_image.png"]
 
 
 def test_cache_round_trip_is_bit_exact(tiny_int8, tiny_onnx, tmp_path):
     path, cache, _ = tiny_int8
     with open(cache) as f:
         data = json.load(f)
-    assert data["model_sha256"] == calib_quantize.file_sha256(tiny_onnx)
+    assert data["model_sha256"] == file_sha256(tiny_onnx)
     assert data["method"] == "entropy" and data["num_images"] == 3
-    assert all(len(r) == 2 and r[0] <= r[1] for r in data["tensors"].values())
+    assert sorted(os.path.basename(p) for p in data["images"]) == ["114_image.png", "1_image.png",
+                                                                    "23_image.png"]
+    assert all(len(r) == 2 and r[0] < r[1] for r in data["tensors"].values())
     again = str(tmp_path / "again.onnx")
     report = calib_quantize.quantize(tiny_onnx, again, cache=cache, progress=False)
     assert report["from_cache"] and report["method"] == "entropy"
@@ -120,7 +132,7 @@ def test_no_function_writes_plugin_form(tiny_int8, tiny_onnx, tmp_path):
                          "--out", out])
     model = onnx.load(out)
     assert len(cca_nodes(model)) == 2 and not cca_functions(model)
-    assert calib_quantize.is_quantized(model)
+    assert is_quantized(model)
     with pytest.raises(CCNetError, match="plugin form"):
         Segmenter(out, device="cpu")
 
@@ -151,7 +163,7 @@ def test_empty_image_folder(tiny_onnx, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "x.onnx"
-    _fails(["--onnx", tiny_onnx, "--images", str(empty), "--out", str(out)], capsys, "no images")
+    _fails(["--onnx", tiny_onnx, "--images", str(empty), "--out", str(out)], capsys, "no photos")
     assert not out.exists()
 
 
@@ -167,10 +179,11 @@ def test_unreadable_images_skipped_then_fail_if_none_left(tiny_onnx, tmp_path, c
                "could be read")
     assert not out.exists()
     shutil.copy(photos[0], broken / "c.png")
-    with pytest.warns(calib_quantize.CalibrationWarning, match="a.jpg"):
+    with pytest.warns(CalibrationWarning, match="a.jpg"):
         report = calib_quantize.quantize(tiny_onnx, str(out), images_dir=str(broken),
                                          method="minmax", progress=False)
     assert report["num_images"] == 1 and out.exists()
+    assert sorted(os.path.basename(p) for p, _ in report["skipped"]) == ["a.jpg", "b.png"]
 
 
 def test_cache_for_another_model(tiny_onnx, tiny_int8, tmp_path, capsys):
@@ -235,21 +248,22 @@ def test_ort_cpu_target_keeps_cca_float(tiny_int8, tiny_onnx, tmp_path, photos):
         assert seg.segment(load_image(photos[0])).shape == load_image(photos[0]).shape[:2]
 
 
-def test_calibration_batches_follow_inference_preprocessing(tiny_config, voc_images):
+def test_calibration_inputs_follow_inference_preprocessing(tiny_config, voc_images):
     """Whole mode: the test-scale input of ccnet.processing.preprocess; slide mode: its windows."""
-    from ccnet.images import iter_images, load_image
+    from calib.data import load_calibration_data, network_inputs
+    from calib.selection import photos_in_folder
+    from ccnet.images import load_image
     from ccnet.processing import preprocess
 
     meta = tiny_config.meta if not callable(tiny_config.meta) else tiny_config.meta()
-    batches, used = calib_quantize.calibration_batches(voc_images, meta, 2)
-    assert used == 2 and len(batches) == 2
-    first = preprocess(load_image(next(iter_images(voc_images))), meta)
-    assert np.array_equal(batches[0], first)
+    photos = photos_in_folder(voc_images)
+    data = load_calibration_data(photos, meta, 2)
+    assert len(data.images) == 2 and len(data.batches) == 2 and not data.holdout
+    assert np.array_equal(data.inputs[0][0], preprocess(load_image(data.images[0]), meta))
     slide = meta.replace(mode="slide", crop_size=(128, 128), stride=(96, 96))
-    windows, used = calib_quantize.calibration_batches(voc_images, slide, 1)
-    assert used == 1 and len(windows) > 1
-    assert all(w.shape[2:] == (128, 128) for w in windows)
-    fixed, _ = calib_quantize.calibration_batches(voc_images, meta, 1, (2, 3, 64, 96))
+    windows = network_inputs(load_image(photos[0]), slide)
+    assert len(windows) > 1 and all(w.shape[2:] == (128, 128) for w in windows)
+    fixed = network_inputs(load_image(photos[0]), meta, (2, 3, 64, 96))
     assert fixed[0].shape == (2, 3, 64, 96)
 
 
