@@ -177,7 +177,8 @@ def _choose_fallback(source: SourceModel, prepared: str, calibration: Calibratio
     probe = AgreementProbe(prepared, source.input_name, calibration.data.holdout_batches)
     convs = conv_names(source.model)
     choice = choose_fallback(lambda float_convs: build(float_convs)[0], probe, convs,
-                             options.target_agreement, options.max_fallback, options.progress)
+                             options.target_agreement, options.max_fallback, options.progress,
+                             table=options.sensitivity_json is not None)
     if options.sensitivity_json:
         write_sensitivity(sensitivity_report(choice, len(convs), calibration.data.holdout),
                           options.sensitivity_json)

@@ -112,21 +112,20 @@ def rank_layers(build: Build, probe: AgreementProbe, convs: Sequence[str],
 
 
 def search_fallback(build: Build, probe: AgreementProbe, layers: List[LayerSensitivity],
-                    target: Optional[float], max_fallback: Optional[int]) -> FallbackChoice:
-    """Fewest top-ranked layers in float that reach ``target`` (or the top ``max_fallback``)."""
+                    target: Optional[float], max_fallback: Optional[int],
+                    measured: Optional[Dict[int, float]] = None) -> FallbackChoice:
+    """Fewest top-ranked layers in float that reach ``target`` (or the top ``max_fallback``).
+    ``measured``: agreements already known by fallback count (e.g. {0: all-INT8})."""
     ranked = [s.name for s in layers]
     limit = len(ranked) if max_fallback is None else min(max_fallback, len(ranked))
-    measured: Dict[int, float] = {}
+    measured = dict(measured or {})
 
     def agreement(k: int) -> float:
         if k not in measured:
             measured[k] = probe.measure(build(ranked[:k]))["agreement_pct"]
         return measured[k]
 
-    if target is None:
-        best = limit
-    else:
-        best = _smallest_meeting(agreement, target, limit)
+    best = limit if target is None else _smallest_meeting(agreement, target, limit)
     agreement(0)
     steps = [{"fallback": k, "agreement_pct": measured[k]} for k in sorted(measured)]
     return FallbackChoice(layers, ranked[:best], agreement(best), measured[0], steps, target,
@@ -161,11 +160,14 @@ def _smallest_meeting(agreement: Callable[[int], float], target: float, limit: i
 
 def choose_fallback(build: Build, probe: AgreementProbe, convs: Sequence[str],
                     target: Optional[float], max_fallback: Optional[int],
-                    progress: bool = True) -> FallbackChoice:
-    """Rank the Convs, then search the fallback set (see the module docstring)."""
+                    progress: bool = True, table: bool = False) -> FallbackChoice:
+    """Rank the Convs, then search the fallback set (see the module docstring).  The ranking
+    is skipped when nothing may or needs to fall back, unless ``table`` asks for it."""
     start = time.time()
-    choice = search_fallback(build, probe, rank_layers(build, probe, convs, progress), target,
-                             max_fallback)
+    all_int8 = probe.measure(build([]))["agreement_pct"]
+    needed = max_fallback != 0 and (target is None or all_int8 < target)
+    layers = rank_layers(build, probe, convs, progress) if needed or table else []
+    choice = search_fallback(build, probe, layers, target, max_fallback, {0: all_int8})
     choice.seconds = round(time.time() - start, 1)
     return choice
 

@@ -29,6 +29,16 @@ def _model_precision(meta, fallback: str) -> str:
     return str((meta.extra or {}).get("precision", fallback))
 
 
+def _int8_layers(meta) -> Optional[dict]:
+    """Convs in INT8 and those kept in float, from an INT8 file's calibration metadata."""
+    calibration = (meta.extra or {}).get("calibration")
+    if not isinstance(calibration, dict) or "convs" not in calibration:
+        return None
+    return {"convs": calibration.get("convs"), "int8_convs": calibration.get("int8_convs"),
+            "fallback_layers": list(calibration.get("fallback_layers") or []),
+            "quantizer": calibration.get("quantizer", "ort")}
+
+
 def parity_report(ckpt: str, data: str, dataset: str, onnx: Optional[str] = None,
                   onnx_fp16: Optional[str] = None, onnx_int8: Optional[str] = None,
                   engines: Sequence[str] = (), max_images: Optional[int] = None,
@@ -60,7 +70,8 @@ def parity_report(ckpt: str, data: str, dataset: str, onnx: Optional[str] = None
         for path, flag_precision in given:
             segmenter = Segmenter(path)
             backends.append({"name": segmenter.backend, "model": path, "run": segmenter,
-                             "precision": _model_precision(segmenter.meta, flag_precision or "fp32")})
+                             "precision": _model_precision(segmenter.meta, flag_precision or "fp32"),
+                             "int8_layers": _int8_layers(segmenter.meta)})
             if segmenter.meta.num_classes != meta.num_classes:
                 raise CCNetError(f"{path} predicts {segmenter.meta.num_classes} classes, the "
                                  f"checkpoint {meta.num_classes}: compare files exported from "
@@ -85,6 +96,7 @@ def _backend_row(backend: dict, result: dict, ref: dict, classes: Sequence[str])
     return {"name": backend["name"], "model": backend["model"], "precision": backend["precision"],
             "miou": _pct(result["miou"]), "delta_miou": _pct(result["miou"] - ref["miou"]),
             "pixel_agreement": _pct(result["pixel_agreement"]),
+            "int8_layers": backend.get("int8_layers"),
             "per_class": per_class, "per_class_delta": per_class_delta}
 
 
@@ -102,6 +114,13 @@ def format_report(report: Dict[str, object]) -> str:
     for label, b in zip(labels, backends):
         lines.append(f"{label:<{width}} | {num(b['miou'])} | {num(b['delta_miou'], True)} | "
                      f"{b['pixel_agreement']:6.2f} | {b['model']}")
+    for label, b in zip(labels, backends):
+        layers = b.get("int8_layers")
+        if layers:
+            kept = layers["fallback_layers"]
+            lines.append(f"{label}: {layers['int8_convs']} of {layers['convs']} Convs INT8 "
+                         f"({layers['quantizer']} quantizer); kept in float: "
+                         f"{', '.join(kept) if kept else 'none'}")
     cwidth = max(len(c) for c in report["classes"] + ["class"])
     lines += ["", f"{'class':<{cwidth}} | {'IoU':>6} | " + " | ".join(
         f"Δ {s}" for s in labels[1:])]
