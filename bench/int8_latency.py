@@ -27,8 +27,8 @@ sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 
-CALIB_IMAGES = os.path.join(os.path.dirname(REPO), "shared", "data", "voc_samples",
-                            "deeplabv3plus_pytorch", "images")
+SHARED = os.environ.get("CCNET_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+CALIB_IMAGES = os.path.join(SHARED, "voc_samples", "deeplabv3plus_pytorch", "images")
 
 
 def cpu_info() -> dict:

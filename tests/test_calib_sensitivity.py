@@ -160,3 +160,60 @@ def test_modelopt_placement_keeps_the_criss_cross_float(micro, tmp_path, shared_
     with Segmenter(out, device="cpu") as seg:
         assert seg.meta.extra["calibration"]["quantizer"] == "modelopt"
         assert np.isfinite(seg.predict(image).logits).all()
+
+
+# ----------------------------------------------------------------------------- built-in model
+SCENE_SIZES = [(256, 512), (300, 500), (360, 480), (240, 640), (400, 400), (288, 384)]
+
+
+@pytest.fixture(scope="module")
+def demo_target(tmp_path_factory, shared_data):
+    """ccnet-demo, INT8 with --target-agreement 99.5: calibrated on the real photos plus
+    synthetic scenes of six sizes, agreement measured on the real photos plus 4 other scenes,
+    then parity on the real photos and 8 held-out scenes (seeds 1000000+)."""
+    import shutil
+
+    from calib.selection import photos_in_folder
+    from ccnet.files import write_image
+    from ccnet.synthetic import make_scene, write_dataset
+    from export.to_onnx import export_onnx
+    from runtime.parity import parity_report
+
+    work = tmp_path_factory.mktemp("demo_target")
+    calib, holdout = work / "calibration", work / "holdout"
+    calib.mkdir()
+    holdout.mkdir()
+    for photo in photos_in_folder(shared_data):
+        shutil.copy(photo, calib)
+        shutil.copy(photo, holdout)
+    for folder, seed, count in ((calib, 600000, 24), (holdout, 650000, 4)):
+        for i in range(count):
+            image, _ = make_scene(seed + i, SCENE_SIZES[i % len(SCENE_SIZES)])
+            write_image(str(folder / f"scene_{seed + i}.png"), image)
+    fp32, int8 = str(work / "demo.onnx"), str(work / "demo_int8.onnx")
+    export_onnx("ccnet-demo", fp32, verify=False, log=lambda *a, **k: None)
+    report = quantize(fp32, int8, images_dir=str(calib), holdout=str(holdout),
+                      target_agreement=99.5, progress=False)
+    scenes = write_dataset(str(work / "scenes"), 8, seed=1000000)
+    agreement = {}
+    for name, (data, layout) in {"voc": (VOC_DIR, "voc"), "ade20k": (ADE_DIR, "ade20k"),
+                                 "scenes": (scenes, "folder")}.items():
+        parity = parity_report("ccnet-demo", data, layout, onnx_int8=int8, progress=False)
+        agreement[name] = parity["backends"][1]["pixel_agreement"]
+    print(report["quantized_convs"], report["convs"], agreement)
+    return report, agreement
+
+
+@pytest.mark.slow
+def test_builtin_model_reaches_995_agreement_on_real_photos_and_scenes(demo_target):
+    report, agreement = demo_target
+    assert report["holdout_agreement_pct"] >= 99.5
+    assert all(value >= 99.5 for value in agreement.values()), agreement
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: 99.5 % on the real photos needs more than 6 "
+                                       "of the 32 Convs in float (bench/RESULTS.md)")
+def test_builtin_model_keeps_80_percent_of_convs_int8_at_995(demo_target):
+    report, _ = demo_target
+    assert report["quantized_convs"] >= 0.8 * report["convs"]

@@ -1,0 +1,187 @@
+"""INT8 accuracy and speed of the built-in ``ccnet-demo``: every calibration method on a
+mixed-size folder, sensitivity-guided mixed precision, ModelOpt's placement.
+
+One run, everything side by side:
+
+- calibration folder: the real photos of the shared data folder (VOC + ADE20K, each its own
+  size; label maps skipped by ``calib.selection``) plus synthetic scenes of six other sizes
+  (seeds 600000+, far from the training seeds);
+- INT8 files (``calib.quantize.quantize``, TensorRT placement): entropy, percentile, minmax on
+  that folder; entropy with ``--target-agreement`` (default 99.5) and with ``--max-fallback`` 6
+  (the 80 %-INT8 budget), both measuring agreement on ``--holdout``: the real photos plus 4
+  synthetic scenes (seeds 650000+); ModelOpt's placement when it is installed;
+- parity (``runtime.parity.parity_report``, what ``ccnet parity`` prints; every INT8 file is
+  passed as one more model file) against PyTorch FP32 on the VOC photos, the ADE20K photos and
+  held-out synthetic scenes (seeds 1000000+);
+- ONNX Runtime CPU latency of every file on one 1×3×256×512 input (network pass, median of
+  ``--runs`` after a warm-up, ``--threads`` intra-op threads).
+
+The real photos are also calibration and held-out photos (there are only seven, and five with
+labels): their agreement is not an independent test; the synthetic test scenes are.
+
+    .venv/bin/python bench/int8_accuracy.py [--scenes 20] [--runs 5] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+SHARED = os.environ.get("CCNET_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+VOC = os.path.join(SHARED, "voc_samples", "deeplabv3plus_pytorch")
+ADE = os.path.join(SHARED, "ade20k_samples")
+SIZES = [(256, 512), (300, 500), (360, 480), (240, 640), (400, 400), (288, 384)]
+
+
+def scenes(folder: str, seed: int, count: int) -> None:
+    from ccnet.files import write_image
+    from ccnet.synthetic import make_scene
+
+    for i in range(count):
+        image, _ = make_scene(seed + i, SIZES[i % len(SIZES)])
+        write_image(os.path.join(folder, f"scene_{seed + i}.png"), image)
+
+
+def prepare_photos(work: str):
+    """The calibration folder and the held-out folder (see the module docstring)."""
+    from calib.selection import photos_in_folder
+
+    calib, holdout = os.path.join(work, "calibration"), os.path.join(work, "holdout")
+    os.makedirs(calib)
+    os.makedirs(holdout)
+    for photo in photos_in_folder(SHARED):
+        shutil.copy(photo, calib)
+        shutil.copy(photo, holdout)
+    scenes(calib, 600000, 24)
+    scenes(holdout, 650000, 4)
+    return calib, holdout
+
+
+def variants(fp32: str, calib: str, holdout: str, work: str, target: float) -> list:
+    """(label, path, report) of every INT8 file."""
+    from calib.quantize import quantize
+
+    runs = [(f"INT8 {m}", dict(method=m)) for m in ("entropy", "percentile", "minmax")]
+    runs += [(f"INT8 entropy, --target-agreement {target}",
+              dict(target_agreement=target, holdout=holdout,
+                   sensitivity_json=os.path.join(work, "sensitivity_target.json"))),
+             ("INT8 entropy, --max-fallback 6", dict(max_fallback=6, holdout=holdout))]
+    try:
+        import modelopt.onnx.quantization  # noqa: F401
+        runs.append(("INT8 ModelOpt placement, entropy ranges", dict(quantizer="modelopt")))
+    except ImportError:
+        print("ModelOpt not installed: no ModelOpt row")
+    made = []
+    for i, (label, kwargs) in enumerate(runs):
+        out = os.path.join(work, f"int8_{i}.onnx")
+        with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime's progress prints
+            report = quantize(fp32, out, images_dir=calib, progress=False, **kwargs)
+        print(f"{label}: {report['quantized_convs']}/{report['convs']} Convs INT8, "
+              f"{report['seconds']} s", flush=True)
+        made.append((label, out, report))
+    return made
+
+
+def parity_rows(files: list, scenes_dir: str) -> dict:
+    """Agreement and mIoU per file on each test set (one parity report per set)."""
+    from runtime.parity import parity_report
+
+    sets = {"VOC photos": (VOC, "voc"), "ADE20K photos": (ADE, "ade20k"),
+            "synthetic held-out": (scenes_dir, "folder")}
+    rows = {}
+    for name, (data, layout) in sets.items():
+        report = parity_report("ccnet-demo", data, layout, engines=[path for _, path in files],
+                               progress=False)
+        for (label, _), backend in zip(files, report["backends"][1:]):
+            rows.setdefault(label, {})[name] = {
+                "pixel_agreement": round(backend["pixel_agreement"], 3),
+                "miou": round(backend["miou"], 2), "delta_miou": round(backend["delta_miou"], 2)}
+        print(f"parity on {name}: {report['num_images']} image(s)", flush=True)
+    return rows
+
+
+def latencies(files: list, runs: int, threads: int) -> dict:
+    import numpy as np
+    from int8_latency import median_ms
+    from runtime.runners import OrtRunner
+
+    batch = np.random.default_rng(0).standard_normal((1, 3, 256, 512)).astype(np.float32)
+    result = {}
+    for label, path in files:
+        runner = OrtRunner(path, device="cpu", threads=threads)
+        result[label] = round(median_ms(runner, batch, runs), 1)
+        runner.close()
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenes", type=int, default=20, help="held-out synthetic test scenes")
+    p.add_argument("--target", type=float, default=99.5)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=os.path.join(REPO, "bench", "int8_accuracy.json"))
+    args = p.parse_args(argv)
+
+    import onnxruntime
+
+    from ccnet.synthetic import write_dataset
+    from export.to_fp16 import convert_to_fp16
+    from export.to_onnx import export_onnx
+    from int8_latency import cpu_info
+
+    with tempfile.TemporaryDirectory(prefix="ccnet_int8_accuracy_") as work:
+        fp32, fp16 = os.path.join(work, "fp32.onnx"), os.path.join(work, "fp16.onnx")
+        export_onnx("ccnet-demo", fp32, verify=False, log=lambda *a, **k: None)
+        convert_to_fp16(fp32, fp16, verify=False, log=lambda *a, **k: None)
+        calib, holdout = prepare_photos(work)
+        scenes_dir = write_dataset(os.path.join(work, "test_scenes"), args.scenes, seed=1000000)
+        made = variants(fp32, calib, holdout, work, args.target)
+        files = [("ONNX FP32", fp32), ("ONNX FP16", fp16)] + [(lb, path) for lb, path, _ in made]
+        rows = parity_rows(files, scenes_dir)
+        speed = latencies(files, args.runs, args.threads)
+        with open(os.path.join(work, "sensitivity_target.json")) as f:
+            sensitivity = json.load(f)
+    result = {"device": cpu_info(), "onnxruntime": onnxruntime.__version__,
+              "threads": args.threads, "runs": args.runs, "test_scenes": args.scenes,
+              "rows": [dict(model=label, ort_cpu_ms=speed[label], **rows[label],
+                            **_int8_info(made, label)) for label, _ in files],
+              "sensitivity_target": sensitivity}
+    print_table(result)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _int8_info(made: list, label: str) -> dict:
+    for lb, _, report in made:
+        if lb == label:
+            return {"int8_convs": report["quantized_convs"], "convs": report["convs"],
+                    "fallback_layers": report["fallback_layers"],
+                    "holdout_agreement_pct": report["holdout_agreement_pct"]}
+    return {}
+
+
+def print_table(result: dict) -> None:
+    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['model']}, "
+          f"{result['threads']} threads; agreement with PyTorch FP32 in %")
+    print(f"{'model':<46} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'synth':>7} "
+          f"{'ΔmIoU synth':>11} {'ms':>7}")
+    for r in result["rows"]:
+        convs = f"{r['int8_convs']}/{r['convs']}" if "convs" in r else "-"
+        print(f"{r['model']:<46} {convs:>10} {r['VOC photos']['pixel_agreement']:>7.2f} "
+              f"{r['ADE20K photos']['pixel_agreement']:>7.2f} "
+              f"{r['synthetic held-out']['pixel_agreement']:>7.2f} "
+              f"{r['synthetic held-out']['delta_miou']:>+11.2f} {r['ort_cpu_ms']:>7.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
