@@ -24,6 +24,7 @@ Conv, plus about 2·log2(k) more for the search; for the built-in model (32 Conv
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ import numpy as np
 import onnx
 
 from ccnet.errors import CCNetError, first_line
-from ccnet.files import atomic_output, write_json
+from ccnet.files import atomic_write, write_json
 
 
 @dataclass
@@ -221,8 +222,9 @@ def plot_sensitivity(report: dict, out: str) -> None:
     curve.set_xlabel("Convs kept in float")
     curve.set_ylabel("agreement with FP32, %")
     fig.tight_layout()
+    png = io.BytesIO()
     try:
-        with atomic_output(out, make_dirs=True) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(png, dpi=110, format="png")
     finally:
         plt.close(fig)
+    atomic_write(out, png.getvalue(), make_dirs=True)

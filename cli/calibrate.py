@@ -10,26 +10,6 @@ DESCRIPTION = ("Quantize an exported FP32 CCNet ONNX to INT8 with explicit Q/DQ 
                "(TensorRT 10/11 strongly typed INT8; also runs on ONNX Runtime).")
 
 
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"{value} is not a percentage in (0, 100]")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from calib.options import (DEFAULT_HOLDOUT_IMAGES, DEFAULT_NUM_IMAGES, DEFAULT_SEED, METHODS,
                                QUANTIZERS)
@@ -44,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text file with one photo path per line (relative to the file)")
     parser.add_argument("--num-images", type=common.positive_int, default=DEFAULT_NUM_IMAGES,
                         help=f"calibrate on N photos (default {DEFAULT_NUM_IMAGES})")
-    parser.add_argument("--seed", type=_count, default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"shuffle seed for choosing the photos (default {DEFAULT_SEED})")
     parser.add_argument("--method", choices=METHODS,
                         help="range calibration (default entropy; with a cache alone: the cache's)")
@@ -57,10 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ort (default: our placement through ONNX Runtime's quantizer) or "
                              "modelopt (NVIDIA ModelOpt's placement, optional package)")
     mixed = parser.add_argument_group("mixed precision (Convs kept in float)")
-    mixed.add_argument("--target-agreement", type=_percent, metavar="P",
+    mixed.add_argument("--target-agreement", type=float, metavar="P",
                        help="keep the most sensitive Convs in float until INT8 agrees with FP32 "
                             "on P %% of held-out pixels")
-    mixed.add_argument("--max-fallback", type=_count, metavar="K",
+    mixed.add_argument("--max-fallback", type=int, metavar="K",
                        help="keep at most K Convs in float (alone: exactly the K most sensitive)")
     mixed.add_argument("--holdout", metavar="PHOTOS",
                        help="photos (folder or quoted glob) to measure agreement on, instead of "

@@ -123,6 +123,10 @@ def test_mixed_precision_option_errors(micro, tmp_path, capsys, shared_data):
         (["--images", images, "--max-fallback", "1", "--target", "ort-cpu"], "--target tensorrt"),
         (["--images", images, "--sensitivity-json", str(tmp_path / "s.json")], "needs"),
         (["--images", images, "--max-fallback", "1", "--quantizer", "modelopt"], "--quantizer ort"),
+        (["--images", images, "--target-agreement", "120"], "percentage in (0, 100]"),
+        (["--images", images, "--target-agreement", "nan"], "percentage in (0, 100]"),
+        (["--images", images, "--max-fallback", "-1"], "--max-fallback must be"),
+        (["--images", images, "--seed", "-2"], "--seed must be"),
     ]
     for argv, words in cases:
         rc = calibrate_main(["--model", micro[2], "--out", out] + argv)
