@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=os.path.join(REPO, "bench", "int8_accuracy.json"))
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)  # ONNX Runtime's quantizer logs advice per call
 
     import onnxruntime
 

@@ -144,3 +144,18 @@ def test_unreadable_listed_photo_is_reported_and_skipped(tiny_onnx, tmp_path, ca
     text = capsys.readouterr().out
     assert rc == 0 and onnx.load(str(out)).graph.node
     assert "1_image.png" in text and f"skipped {broken}" in text and "gone.png" in text
+
+
+def test_cli_on_the_shared_data_folder_uses_its_seven_photos(tiny_onnx, shared_data, tmp_path,
+                                                             capsys):
+    """The folder mixes photo sizes and label maps: default (entropy) calibration works and the
+    summary lists exactly the photos."""
+    out, cache = tmp_path / "int8.onnx", tmp_path / "calib.json"
+    rc = calibrate_main(["--model", tiny_onnx, "--images", shared_data, "--cache", str(cache),
+                         "--out", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    listed = {os.path.basename(line.strip()) for line in text.splitlines()
+              if line.startswith("  ")}
+    assert listed == PHOTOS and "calibrated on 7 photo(s), entropy" in text
+    assert {os.path.basename(p) for p in json.loads(cache.read_text())["images"]} == PHOTOS
