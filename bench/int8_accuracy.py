@@ -8,11 +8,12 @@ One run, everything side by side:
   (seeds 600000+, far from the training seeds);
 - INT8 files (``calib.quantize.quantize``, TensorRT placement): entropy, percentile, minmax on
   that folder; entropy with ``--target-agreement`` (default 99.5) and with ``--max-fallback`` 6
-  (the 80 %-INT8 budget), both measuring agreement on ``--holdout``: the real photos plus 4
-  synthetic scenes (seeds 650000+); ModelOpt's placement when it is installed;
+  (the 80 %-INT8 budget), both measuring agreement on ``--holdout``: the seven real photos,
+  the hard case for a model trained on synthetic streets; ModelOpt's placement when it is
+  installed;
 - parity (``runtime.parity.parity_report``, what ``ccnet parity`` prints; every INT8 file is
   passed as one more model file) against PyTorch FP32 on the VOC photos, the ADE20K photos and
-  held-out synthetic scenes (seeds 1000000+);
+  held-out synthetic scenes (seeds 1000000+); "real" pools the VOC and ADE20K pixels;
 - ONNX Runtime CPU latency of every file on one 1×3×256×512 input (network pass, median of
   ``--runs`` after a warm-up, ``--threads`` intra-op threads).
 
@@ -32,6 +33,8 @@ import os
 import shutil
 import sys
 import tempfile
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -61,7 +64,6 @@ def prepare_photos(work: str):
         shutil.copy(photo, calib)
         shutil.copy(photo, holdout)
     scenes(calib, 600000, 24)
-    scenes(holdout, 650000, 4)
     return calib, holdout
 
 
@@ -105,11 +107,23 @@ def parity_rows(files: list, scenes_dir: str) -> dict:
                 "pixel_agreement": round(backend["pixel_agreement"], 3),
                 "miou": round(backend["miou"], 2), "delta_miou": round(backend["delta_miou"], 2)}
         print(f"parity on {name}: {report['num_images']} image(s)", flush=True)
+    pixels = {name: _pixels(data) for name, (data, _) in list(sets.items())[:2]}
+    for sets_of_file in rows.values():
+        agree = sum(sets_of_file[n]["pixel_agreement"] * pixels[n] for n in pixels)
+        sets_of_file["real photos"] = {"pixel_agreement": round(agree / sum(pixels.values()), 3)}
     return rows
 
 
+def _pixels(root: str) -> int:
+    """Pixels of the photos of a dataset folder (parity scores at the photo size)."""
+    import cv2
+
+    from calib.selection import photos_in_folder
+
+    return sum(int(np.prod(cv2.imread(p).shape[:2])) for p in photos_in_folder(root))
+
+
 def latencies(files: list, runs: int, threads: int) -> dict:
-    import numpy as np
     from int8_latency import median_ms
     from runtime.runners import OrtRunner
 
@@ -175,12 +189,13 @@ def _int8_info(made: list, label: str) -> dict:
 def print_table(result: dict) -> None:
     print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['model']}, "
           f"{result['threads']} threads; agreement with PyTorch FP32 in %")
-    print(f"{'model':<46} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'synth':>7} "
+    print(f"{'model':<46} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'real':>7} {'synth':>7} "
           f"{'ΔmIoU synth':>11} {'ms':>7}")
     for r in result["rows"]:
         convs = f"{r['int8_convs']}/{r['convs']}" if "convs" in r else "-"
         print(f"{r['model']:<46} {convs:>10} {r['VOC photos']['pixel_agreement']:>7.2f} "
               f"{r['ADE20K photos']['pixel_agreement']:>7.2f} "
+              f"{r['real photos']['pixel_agreement']:>7.2f} "
               f"{r['synthetic held-out']['pixel_agreement']:>7.2f} "
               f"{r['synthetic held-out']['delta_miou']:>+11.2f} {r['ort_cpu_ms']:>7.1f}")
 

@@ -30,21 +30,17 @@ class CalibrationWarning(UserWarning):
 
 @dataclass
 class CalibrationData:
-    """Photos used, in order, with their network inputs (one list of batches per photo)."""
+    """Photos used, in order, with the network inputs of the calibration photos (one list of
+    batches per photo)."""
 
     images: List[str] = field(default_factory=list)
     inputs: List[List[np.ndarray]] = field(default_factory=list)
-    holdout: List[str] = field(default_factory=list)
-    holdout_inputs: List[List[np.ndarray]] = field(default_factory=list)
+    holdout: List[str] = field(default_factory=list)  # photos that only measure agreement
     skipped: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def batches(self) -> List[np.ndarray]:
         return [b for per_image in self.inputs for b in per_image]
-
-    @property
-    def holdout_batches(self) -> List[np.ndarray]:
-        return [b for per_image in self.holdout_inputs for b in per_image]
 
 
 def network_inputs(image_bgr: np.ndarray, meta: ModelMeta,
@@ -118,9 +114,9 @@ def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images
                          "photos or lower --holdout-images")
     split = min(num_images, len(used) - extra)
     data.images, data.inputs = used[:split], inputs[:split]
-    data.holdout, data.holdout_inputs = used[split:], inputs[split:]
+    data.holdout = used[split:]
     if holdout_candidates is not None:
-        data.holdout, data.holdout_inputs, skipped = read_photos(
+        data.holdout, _, skipped = read_photos(
             holdout_candidates, meta, len(holdout_candidates), input_shape)
         data.skipped += skipped
     LOG.info("calibration photos (%d): %s", len(data.images), ", ".join(data.images))

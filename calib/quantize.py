@@ -174,7 +174,10 @@ def _choose_fallback(source: SourceModel, prepared: str, calibration: Calibratio
         return None
     from .sensitivity import AgreementProbe, choose_fallback, sensitivity_report, write_sensitivity
 
-    probe = AgreementProbe(prepared, source.input_name, calibration.data.holdout_batches)
+    from ccnet.images import load_image
+
+    probe = AgreementProbe(prepared, source.input_name, source.meta,
+                           [load_image(path) for path in calibration.data.holdout])
     convs = conv_names(source.model)
     choice = choose_fallback(lambda float_convs: build(float_convs)[0], probe, convs,
                              options.target_agreement, options.max_fallback, options.progress,

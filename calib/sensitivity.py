@@ -63,37 +63,49 @@ class FallbackChoice:
 
 
 class AgreementProbe:
-    """Runs candidate models on held-out inputs and compares them with the FP32 model."""
+    """Runs candidate models on held-out photos through the full inference pipeline
+    (``ccnet.processing.segment``: pre-processing, network, logits resized back to the photo)
+    and compares them with the FP32 model, pixel by pixel at the photo's own size — what
+    ``ccnet parity`` measures."""
 
-    def __init__(self, fp32_path: str, input_name: str, batches: Sequence[np.ndarray]):
-        if not batches:
+    def __init__(self, fp32_path: str, input_name: str, meta, images: Sequence[np.ndarray]):
+        if not images:
             raise CCNetError("no held-out photos to measure agreement on: add photos")
-        self.input_name, self.batches = input_name, list(batches)
+        self.input_name, self.meta, self.images = input_name, meta, list(images)
         self.reference = self._run(fp32_path)
-        self.labels = [r.argmax(1) for r in self.reference]
+        self.labels = [r.argmax(0) for r in self.reference]
         self.pixels = sum(label.size for label in self.labels)
+        self.power = sum(float(np.square(r, dtype=np.float64).sum()) for r in self.reference)
 
     def _run(self, model) -> List[np.ndarray]:
+        """Logits (C×H×W at the photo size) of every held-out photo."""
         import onnxruntime as ort
+
+        from ccnet.processing import segment
 
         source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
         try:
             session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-            return [session.run(None, {self.input_name: b})[0] for b in self.batches]
+
+            def infer(batch):
+                return session.run(None, {self.input_name: batch})[0]
+
+            return [segment(image, self.meta, infer).logits for image in self.images]
+        except CCNetError:
+            raise
         except Exception as e:
             raise CCNetError(f"ONNX Runtime cannot run a candidate model on the held-out photos "
                              f"({type(e).__name__}: {first_line(e)})") from e
 
     def measure(self, model) -> Dict[str, float]:
-        """Agreement (%) of ``model``'s argmax with FP32's, and the logits' relative error."""
+        """Agreement (%) of ``model``'s labels with FP32's, and the logits' relative error."""
         outputs = self._run(model)
-        agree = sum(int(np.count_nonzero(o.argmax(1) == label))
+        agree = sum(int(np.count_nonzero(o.argmax(0) == label))
                     for o, label in zip(outputs, self.labels))
         error = sum(float(np.square(o - r, dtype=np.float64).sum())
                     for o, r in zip(outputs, self.reference))
-        power = sum(float(np.square(r, dtype=np.float64).sum()) for r in self.reference)
         return {"agreement_pct": 100.0 * agree / self.pixels,
-                "relative_error": error / power if power else 0.0}
+                "relative_error": error / self.power if self.power else 0.0}
 
 
 Build = Callable[[Sequence[str]], onnx.ModelProto]  # float Convs → INT8 model
