@@ -26,8 +26,6 @@ labels): their agreement is not an independent test; the synthetic test scenes a
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
@@ -85,8 +83,7 @@ def variants(fp32: str, calib: str, holdout: str, work: str, target: float) -> l
     made = []
     for i, (label, kwargs) in enumerate(runs):
         out = os.path.join(work, f"int8_{i}.onnx")
-        with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime's progress prints
-            report = quantize(fp32, out, images_dir=calib, progress=False, **kwargs)
+        report = quantize(fp32, out, images_dir=calib, progress=False, **kwargs)
         print(f"{label}: {report['quantized_convs']}/{report['convs']} Convs INT8, "
               f"{report['seconds']} s", flush=True)
         made.append((label, out, report))

@@ -17,17 +17,34 @@ back from a cache, which is why a cache reproduces the scales bit-exactly.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
 from ccnet.errors import CCNetError, first_line
 
+LOG = logging.getLogger(__name__)
 Ranges = Dict[str, Tuple[float, float]]
 # Inputs per collect call: bounds the activations ONNX Runtime holds in memory at once.
 CHUNK = 4
+
+
+@contextlib.contextmanager
+def ort_prints_as_debug_log() -> Iterator[None]:
+    """ONNX Runtime's quantization tools print their histogram settings and progress notes to
+    stdout: debug detail, not output; they become one debug log line."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        if printed.getvalue().strip():
+            LOG.debug(printed.getvalue().strip())
 
 
 def ort_method(method: str):
@@ -71,7 +88,8 @@ def collect_ranges(model_path: str, input_name: str, items: Sequence[Tuple[str, 
                    unit: str = "image") -> Ranges:
     """Calibrate the Conv inputs/outputs of ``model_path`` on (photo, batch) ``items``."""
     from onnxruntime.quantization.calibrate import create_calibrator
-    from tqdm import tqdm
+
+    from ccnet.progress import progress_bar
 
     try:
         calibrator = create_calibrator(
@@ -81,19 +99,29 @@ def collect_ranges(model_path: str, input_name: str, items: Sequence[Tuple[str, 
         raise CCNetError(f"ONNX Runtime cannot prepare {model_path} for calibration "
                          f"({type(e).__name__}: {first_line(e)}): pass the FP32 ONNX written "
                          "by ccnet export") from e
-    with tqdm(total=len(items), desc="calibrating", unit=unit, disable=not progress,
-              leave=False) as bar:
-        for shape, group in shape_groups(items).items():
-            for start in range(0, len(group), CHUNK):
-                chunk = group[start:start + CHUNK]
-                try:
-                    calibrator.collect_data(data_reader(input_name, chunk, bar))
-                except Exception as e:
-                    raise CCNetError(
-                        f"the model cannot run on calibration input {'×'.join(map(str, shape))} "
-                        f"from {chunk[0][0]} ({type(e).__name__}: {first_line(e)}): remove "
-                        "that photo or give photos the model's test scale can process") from e
-    return ranges_of(calibrator.compute_data())
+    bar = progress_bar(total=len(items), desc="calibrating", unit=unit, enabled=progress,
+                       leave=False)
+    try:
+        with ort_prints_as_debug_log():
+            for shape, group in shape_groups(items).items():
+                _collect_group(calibrator, input_name, shape, group, bar)
+            return ranges_of(calibrator.compute_data())
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _collect_group(calibrator, input_name: str, shape: tuple, group: list, bar) -> None:
+    """Feed one group of same-shaped inputs, CHUNK at a time."""
+    for start in range(0, len(group), CHUNK):
+        chunk = group[start:start + CHUNK]
+        try:
+            calibrator.collect_data(data_reader(input_name, chunk, bar))
+        except Exception as e:
+            raise CCNetError(
+                f"the model cannot run on calibration input {'×'.join(map(str, shape))} from "
+                f"{chunk[0][0]} ({type(e).__name__}: {first_line(e)}): remove that photo or "
+                "give photos the model's test scale can process") from e
 
 
 def ranges_of(tensors_data) -> Ranges:

@@ -119,7 +119,7 @@ def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images
         data.holdout, _, skipped = read_photos(
             holdout_candidates, meta, len(holdout_candidates), input_shape)
         data.skipped += skipped
-    LOG.info("calibration photos (%d): %s", len(data.images), ", ".join(data.images))
+    LOG.debug("calibration photos (%d): %s", len(data.images), ", ".join(data.images))
     if data.holdout:
-        LOG.info("held-out photos (%d): %s", len(data.holdout), ", ".join(data.holdout))
+        LOG.debug("held-out photos (%d): %s", len(data.holdout), ", ".join(data.holdout))
     return data

@@ -26,7 +26,7 @@ import onnx
 
 from ccnet.errors import CCNetError, first_line
 
-from .calibrate import Ranges, data_reader
+from .calibrate import Ranges, data_reader, ort_prints_as_debug_log
 from .qdq_graph import float_cca_inputs_from_qdq
 
 MODELOPT_OPSET = 19
@@ -69,11 +69,12 @@ def quantize_modelopt(prepared_path: str, input_name: str,
     write_trt_cache(cache, ranges)
     out = os.path.join(workdir, "modelopt_int8.onnx")
     try:
-        moq.quantize(prepared_path, quantize_mode="int8", calibration_method="max",
-                     calibration_data_reader=data_reader(input_name, list(items)),
-                     calibration_cache_path=cache, calibration_eps=["cpu"],
-                     op_types_to_exclude=[contract()["op_type"]], high_precision_dtype="fp32",
-                     output_path=out, log_level="WARNING")
+        with ort_prints_as_debug_log():
+            moq.quantize(prepared_path, quantize_mode="int8", calibration_method="max",
+                         calibration_data_reader=data_reader(input_name, list(items)),
+                         calibration_cache_path=cache, calibration_eps=["cpu"],
+                         op_types_to_exclude=[contract()["op_type"]],
+                         high_precision_dtype="fp32", output_path=out, log_level="WARNING")
     except Exception as e:
         raise CCNetError(f"ModelOpt could not quantize the model ({type(e).__name__}: "
                          f"{first_line(e)}): use --quantizer ort") from e

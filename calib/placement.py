@@ -28,7 +28,7 @@ import onnx
 
 from ccnet.errors import CCNetError, first_line
 
-from .calibrate import Ranges, ort_method, to_tensors_data
+from .calibrate import Ranges, ort_method, ort_prints_as_debug_log, to_tensors_data
 from .qdq_graph import cca_inputs_through_dq, float_cca_inputs_from_qdq, quantize_residual_shortcuts
 
 
@@ -97,12 +97,13 @@ def quantize_graph(prepared_path: str, ranges: Ranges, method: str, placement: P
     save_tensors_data(to_tensors_data(ranges, method), ort_cache)
     out = os.path.join(workdir, "int8.onnx")
     try:
-        quantize_static(
-            prepared_path, out, calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"], per_channel=True, reduce_range=False,
-            weight_type=QuantType.QInt8, calibrate_method=ort_method(method),
-            nodes_to_exclude=list(float_convs), calibration_cache_path=ort_cache,
-            **placement.ort_arguments())
+        with ort_prints_as_debug_log():
+            quantize_static(
+                prepared_path, out, calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"], per_channel=True, reduce_range=False,
+                weight_type=QuantType.QInt8, calibrate_method=ort_method(method),
+                nodes_to_exclude=list(float_convs), calibration_cache_path=ort_cache,
+                **placement.ort_arguments())
     except Exception as e:
         raise CCNetError(f"ONNX Runtime could not insert Q/DQ nodes ({type(e).__name__}: "
                          f"{first_line(e)}): quantize the FP32 file written by ccnet export") from e

@@ -115,13 +115,19 @@ Build = Callable[[Sequence[str]], onnx.ModelProto]  # float Convs → INT8 model
 def rank_layers(build: Build, probe: AgreementProbe, convs: Sequence[str],
                 progress: bool = True) -> List[LayerSensitivity]:
     """Every Conv alone in INT8 (the others float), most sensitive first."""
-    from tqdm import tqdm
+    from ccnet.progress import progress_bar
 
     table = []
-    for name in tqdm(convs, desc="sensitivity", unit="layer", disable=not progress, leave=False):
+    bar = progress_bar(total=len(convs), desc="sensitivity", unit="layer", enabled=progress,
+                       leave=False)
+    for name in convs:
         result = probe.measure(build([c for c in convs if c != name]))
         table.append(LayerSensitivity(name, 100.0 - result["agreement_pct"],
                                       result["relative_error"]))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return sorted(table, key=lambda s: (-s.relative_error, -s.disagreement_pct, s.name))
 
 

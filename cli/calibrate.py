@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     common.add_model(parser, help="FP32 ONNX written by ccnet export", aliases=("--onnx",))
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--images", help="calibration photos: a folder (recursive; label "
+    source.add_argument("--images", "--calib-images", dest="images", help="calibration photos: a folder (recursive; label "
                                          "folders and label PNGs are skipped) or a quoted glob "
                                          "pattern such as 'data/**/*.jpg'")
     source.add_argument("--list", dest="image_list",
@@ -58,10 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
-    import io
-    import logging
-
     from calib.options import QuantOptions
     from calib.quantize import quantize
 
@@ -71,12 +67,8 @@ def run(args: argparse.Namespace) -> int:
         target_agreement=args.target_agreement, max_fallback=args.max_fallback,
         holdout_images=args.holdout_images, sensitivity_json=args.sensitivity_json,
         progress=not args.no_progress)
-    # ONNX Runtime's quantizer prints and logs progress notes ("Collecting tensor data ...",
-    # "Please consider to run pre-processing ..."): this command shows its own summary instead.
-    logging.basicConfig(level=logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):
-        report = quantize(args.model, args.out, images_dir=args.images, cache=args.cache,
-                          image_list=args.image_list, holdout=args.holdout, options=options)
+    report = quantize(args.model, args.out, images_dir=args.images, cache=args.cache,
+                      image_list=args.image_list, holdout=args.holdout, options=options)
     print(summary(report))
     return 0
 
