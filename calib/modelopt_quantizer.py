@@ -14,12 +14,19 @@ placement differs from ours:
 
 ModelOpt needs opset >= 19 and drops model-local functions when it converts the opset, so it
 gets an opset-19 copy with the criss-cross function rebuilt for that opset.
+
+ModelOpt runs ONNX Runtime's symbolic shape inference, which cannot infer the custom node's
+output and then saves the model as ``sym_shape_infer_temp.onnx`` (+ ``<uuid>.data``) in the
+current directory; files of those names that appear during the call are removed
+(``_without_shape_inference_leftovers``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import struct
-from typing import Sequence, Tuple
+from typing import Iterator, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -30,6 +37,8 @@ from .calibrate import Ranges, data_reader, ort_prints_as_debug_log
 from .qdq_graph import float_cca_inputs_from_qdq
 
 MODELOPT_OPSET = 19
+_SHAPE_INFERENCE_LEFTOVER = re.compile(
+    r"sym_shape_infer_temp\.onnx|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.data")
 INSTALL_HINT = ('pip install "nvidia-modelopt[onnx]", then pip uninstall onnxruntime-gpu if it '
                 "was installed beside onnxruntime")
 
@@ -69,7 +78,7 @@ def quantize_modelopt(prepared_path: str, input_name: str,
     write_trt_cache(cache, ranges)
     out = os.path.join(workdir, "modelopt_int8.onnx")
     try:
-        with ort_prints_as_debug_log():
+        with ort_prints_as_debug_log(), _without_shape_inference_leftovers(os.getcwd()):
             moq.quantize(prepared_path, quantize_mode="int8", calibration_method="max",
                          calibration_data_reader=data_reader(input_name, list(items)),
                          calibration_cache_path=cache, calibration_eps=["cpu"],
@@ -81,3 +90,17 @@ def quantize_modelopt(prepared_path: str, input_name: str,
     model = onnx.load(out)
     float_cca_inputs_from_qdq(model)
     return model
+
+
+@contextlib.contextmanager
+def _without_shape_inference_leftovers(directory: str) -> Iterator[None]:
+    """Remove the files ONNX Runtime's symbolic shape inference leaves in ``directory`` (only
+    names it writes, only files that were not there before)."""
+    before = set(os.listdir(directory))
+    try:
+        yield
+    finally:
+        for name in set(os.listdir(directory)) - before:
+            if _SHAPE_INFERENCE_LEFTOVER.fullmatch(name):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(directory, name))

@@ -145,7 +145,8 @@ def test_modelopt_missing_is_a_one_line_error(micro, tmp_path, capsys, monkeypat
     assert not out.exists()
 
 
-def test_modelopt_placement_keeps_the_criss_cross_float(micro, tmp_path, shared_data):
+def test_modelopt_placement_keeps_the_criss_cross_float(micro, tmp_path, shared_data,
+                                                         monkeypatch):
     pytest.importorskip("modelopt.onnx.quantization",
                         reason="NVIDIA ModelOpt is optional (pip install 'nvidia-modelopt[onnx]')")
     from export.graph import cca_functions, cca_nodes
@@ -153,9 +154,13 @@ def test_modelopt_placement_keeps_the_criss_cross_float(micro, tmp_path, shared_
     from ccnet.images import load_image
     from runtime import Segmenter
 
-    out = str(tmp_path / "modelopt.onnx")
+    out = str(tmp_path / "out" / "modelopt.onnx")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # ModelOpt's shape inference writes temp files here: none may stay
     report = quantize(micro[2], out, images_dir=shared_data, num_images=4, quantizer="modelopt",
                       progress=False)
+    assert os.listdir(cwd) == []
     model = onnx.load(out)
     assert report["quantizer"] == "modelopt" and report["quantized_convs"] > 0
     assert len(cca_nodes(model)) == 2 and cca_functions(model)
