@@ -1,8 +1,8 @@
 """``--quantizer modelopt``: NVIDIA ModelOpt's ONNX PTQ places the Q/DQ nodes instead of ours.
 
-ModelOpt (``modelopt.onnx.quantization.quantize``, optional: ``pip install
-"nvidia-modelopt[onnx]"``) chooses which tensors get Q/DQ with its TensorRT-oriented rules
-(it also quantizes Add, MaxPool, Resize and Mul inputs).  What it is given, so that only the
+ModelOpt (``modelopt.onnx.quantization.quantize``; optional, installed as ``INSTALL_HINT`` says)
+chooses which tensors get Q/DQ with its TensorRT-oriented rules (it also quantizes Add,
+MaxPool, Resize and Mul inputs).  What it is given, so that only the
 placement differs from ours:
 
 - the same calibration inputs (the photos chosen for ``--images``/``--list``, the inference
@@ -39,8 +39,8 @@ from .qdq_graph import float_cca_inputs_from_qdq
 MODELOPT_OPSET = 19
 _SHAPE_INFERENCE_LEFTOVER = re.compile(
     r"sym_shape_infer_temp\.onnx|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.data")
-INSTALL_HINT = ('pip install "nvidia-modelopt[onnx]", then pip uninstall onnxruntime-gpu if it '
-                "was installed beside onnxruntime")
+INSTALL_HINT = ("pip install nvidia-modelopt onnx-graphsurgeon cppimport lief ml_dtypes (not the "
+                "[onnx] extra: it pins onnx 1.21 and adds onnxruntime-gpu beside onnxruntime)")
 
 
 def require_modelopt():
