@@ -15,30 +15,30 @@ placement differs from ours:
 ModelOpt needs opset >= 19 and drops model-local functions when it converts the opset, so it
 gets an opset-19 copy with the criss-cross function rebuilt for that opset.
 
-ModelOpt runs ONNX Runtime's symbolic shape inference, which cannot infer the custom node's
-output and then saves the model as ``sym_shape_infer_temp.onnx`` (+ ``<uuid>.data``) in the
-current directory; files of those names that appear during the call are removed
-(``_without_shape_inference_leftovers``).
+ModelOpt runs in a **child process** working in the temporary folder: it patches ONNX
+Runtime's calibrator and quantizer classes for the whole process and never restores them (our
+own calibration in the same process would then measure the wrong tensors), and ONNX Runtime's
+symbolic shape inference, which it runs, saves ``sym_shape_infer_temp.onnx`` + ``<uuid>.data``
+in the current folder when it cannot infer the custom node.
 """
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-import re
 import struct
-from typing import Iterator, Sequence, Tuple
+import subprocess
+import sys
+from typing import Sequence, Tuple
 
 import numpy as np
 import onnx
 
 from ccnet.errors import CCNetError, first_line
 
-from .calibrate import Ranges, data_reader, ort_prints_as_debug_log
+from .calibrate import LOG, Ranges, data_reader
 from .qdq_graph import float_cca_inputs_from_qdq
 
 MODELOPT_OPSET = 19
-_SHAPE_INFERENCE_LEFTOVER = re.compile(
-    r"sym_shape_infer_temp\.onnx|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.data")
 INSTALL_HINT = ("pip install nvidia-modelopt onnx-graphsurgeon cppimport lief ml_dtypes (not the "
                 "[onnx] extra: it pins onnx 1.21 and adds onnxruntime-gpu beside onnxruntime)")
 
@@ -70,37 +70,54 @@ def write_trt_cache(path: str, ranges: Ranges) -> None:
 def quantize_modelopt(prepared_path: str, input_name: str,
                       items: Sequence[Tuple[str, np.ndarray]], ranges: Ranges,
                       workdir: str) -> onnx.ModelProto:
-    """ModelOpt INT8 of the opset-19 ``prepared_path``; returns the quantized model."""
-    from export.graph import contract
-
-    moq = require_modelopt()
-    cache = os.path.join(workdir, "ranges.trtcache")
-    write_trt_cache(cache, ranges)
-    out = os.path.join(workdir, "modelopt_int8.onnx")
-    try:
-        with ort_prints_as_debug_log(), _without_shape_inference_leftovers(os.getcwd()):
-            moq.quantize(prepared_path, quantize_mode="int8", calibration_method="max",
-                         calibration_data_reader=data_reader(input_name, list(items)),
-                         calibration_cache_path=cache, calibration_eps=["cpu"],
-                         op_types_to_exclude=[contract()["op_type"]],
-                         high_precision_dtype="fp32", output_path=out, log_level="WARNING")
-    except Exception as e:
-        raise CCNetError(f"ModelOpt could not quantize the model ({type(e).__name__}: "
-                         f"{first_line(e)}): use --quantizer ort") from e
-    model = onnx.load(out)
+    """ModelOpt INT8 of the opset-19 ``prepared_path`` (in a child process, see the module
+    docstring); returns the quantized model."""
+    require_modelopt()
+    job = {"model": prepared_path, "input_name": input_name,
+           "inputs": os.path.join(workdir, "calibration_inputs.npz"),
+           "cache": os.path.join(workdir, "ranges.trtcache"),
+           "out": os.path.join(workdir, "modelopt_int8.onnx")}
+    write_trt_cache(job["cache"], ranges)
+    np.savez(job["inputs"], *[batch for _, batch in items])
+    with open(os.path.join(workdir, "modelopt_job.json"), "w") as f:
+        json.dump(job, f)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    done = subprocess.run(
+        [sys.executable, "-c", "from calib.modelopt_quantizer import run_job; "
+                               "run_job('modelopt_job.json')"],
+        cwd=workdir, env=env, capture_output=True, text=True)
+    if done.stdout.strip():
+        LOG.debug(done.stdout.strip())
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise CCNetError(f"ModelOpt could not quantize the model ({reason}): use --quantizer ort")
+    model = onnx.load(job["out"])
     float_cca_inputs_from_qdq(model)
     return model
 
 
-@contextlib.contextmanager
-def _without_shape_inference_leftovers(directory: str) -> Iterator[None]:
-    """Remove the files ONNX Runtime's symbolic shape inference leaves in ``directory`` (only
-    names it writes, only files that were not there before)."""
-    before = set(os.listdir(directory))
+def run_job(job_path: str) -> None:
+    """The child process: ModelOpt's ``quantize`` on the job's files; an error is one line on
+    stderr and exit status 1."""
+    from export.graph import contract, register_schema
+
+    register_schema()  # ONNX shape inference (run by ModelOpt) types the criss-cross output
+
+    with open(job_path) as f:
+        job = json.load(f)
     try:
-        yield
-    finally:
-        for name in set(os.listdir(directory)) - before:
-            if _SHAPE_INFERENCE_LEFTOVER.fullmatch(name):
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(directory, name))
+        moq = require_modelopt()
+        with np.load(job["inputs"]) as data:
+            batches = [data[f"arr_{i}"] for i in range(len(data.files))]
+        moq.quantize(job["model"], quantize_mode="int8", calibration_method="max",
+                     calibration_data_reader=data_reader(job["input_name"],
+                                                         [(None, b) for b in batches]),
+                     calibration_cache_path=job["cache"], calibration_eps=["cpu"],
+                     op_types_to_exclude=[contract()["op_type"]], high_precision_dtype="fp32",
+                     output_path=job["out"], log_level="WARNING")
+    except Exception as e:
+        print(f"{type(e).__name__}: {first_line(e)}", file=sys.stderr)
+        sys.exit(1)
