@@ -29,6 +29,8 @@ import onnx
 
 from ccnet.errors import CCNetError
 from ccnet.files import atomic_write, check_output_file
+from ccnet.labels import label_head_of
+from export.label_head import add_label_head
 
 from .cache import file_sha256, load_cache, save_cache  # noqa: F401  (public API)
 from .calibrate import Ranges, calibrated_tensor_names, collect_ranges
@@ -100,6 +102,8 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
                                  options, workdir)
         qmodel, details = _place(source, prepared, calibration, options, workdir)
     _finish(qmodel, source, calibration, options, details)
+    if label_head_of(source.meta):  # set aside by load_source, re-attached to the INT8 graph
+        qmodel = add_label_head(qmodel, source.meta)
     if cache is not None and calibration.cache is None:
         save_cache(cache, calibration.ranges, source.sha256, calibration.method,
                    calibration.data.images, calibration.data.holdout, options.seed)

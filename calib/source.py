@@ -9,6 +9,7 @@ import onnx
 
 from ccnet.errors import CCNetError
 from ccnet.meta import ModelMeta
+from export.label_head import strip_label_head
 from export.onnx_file import load_onnx
 
 from .cache import file_sha256
@@ -77,6 +78,7 @@ def load_source(path: str) -> SourceModel:
     """Read an FP32 ccnet-export ONNX; refuse quantized, FP16 and metadata-less files."""
     model = load_onnx(path)
     meta = read_meta(model, path)
+    model, _ = strip_label_head(model)  # calibrate the logits part; quantize re-attaches the head
     if is_quantized(model):
         raise CCNetError(f"{path} is already quantized (it has Q/DQ or integer nodes): "
                          "calibrate the FP32 ONNX from ccnet-export instead")

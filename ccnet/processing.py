@@ -5,9 +5,15 @@ batch in, float32 N×C×h×w logits at the input resolution out (mmseg's ``encod
 is also the ONNX graph contract).  Everything around it follows mmseg (docs/mmseg-inference.md):
 keep-ratio resize of the uint8 BGR image → RGB → normalize → whole/slide → resize logits back to
 the original size → argmax; ms+flip TTA by the mmseg 0.x rule.
+
+Labels alone (``segment_labels``, ``labels_from_logits``) take the fast path of
+``ccnet.label_resize``, which never forms the full-size C×H×W logits; ``resize_logits`` is the
+exact reference it is tested against, and what ``segment`` uses when the caller asks for
+full-size logits (``Prediction.logits``) or for TTA.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -16,6 +22,7 @@ import numpy as np
 
 from .errors import CCNetError
 from .images import check_image
+from .label_resize import axis_table, first_argmax, resize_argmax
 from .meta import ModelMeta
 
 InferFn = Callable[[np.ndarray], np.ndarray]
@@ -31,30 +38,91 @@ def rescale_size(width: int, height: int, scale: Sequence[int]) -> Tuple[int, in
     return int(width * s + 0.5), int(height * s + 0.5)
 
 
-def resize_keep_ratio(image: np.ndarray, scale: Sequence[int]) -> np.ndarray:
-    """Resize the uint8 BGR image with mmcv's keep-ratio rule and INTER_LINEAR."""
+def resize_keep_ratio(image: np.ndarray, scale: Sequence[int],
+                      out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Resize the uint8 BGR image with mmcv's keep-ratio rule and INTER_LINEAR (into ``out``
+    when it has the right shape)."""
     h, w = image.shape[:2]
     new_w, new_h = rescale_size(w, h, scale)
     if (new_w, new_h) == (w, h):
         return image
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    if out is not None and out.shape != (new_h, new_w, 3):
+        out = None
+    return cv2.resize(image, (new_w, new_h), dst=out, interpolation=cv2.INTER_LINEAR)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalize_tables(mean: Tuple[float, ...], std: Tuple[float, ...]) -> Tuple[np.ndarray, ...]:
+    """Per channel, (v - mean) / std in float32 for every uint8 v: normalizing a uint8 image is
+    a 256-entry table look-up, bit-identical to the float32 arithmetic."""
+    values = np.arange(256, dtype=np.float32)
+    return tuple((values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std))
+
+
+def _source_channels(meta: ModelMeta) -> Tuple[int, int, int]:
+    """Which BGR channel each network input channel reads."""
+    return (2, 1, 0) if meta.bgr_to_rgb else (0, 1, 2)
+
+
+class Preprocessor:
+    """mmseg pre-processing (``preprocess``) in one resize and one look-up pass per channel, into
+    kept buffers: no float64, no per-call allocation once the frame size repeats.
+
+    A returned batch is overwritten by the ``buffers``-th next call, so a pipeline holding k
+    batches at once needs ``buffers > k``; not thread-safe (one per thread).
+    """
+
+    def __init__(self, meta: ModelMeta, buffers: int = 1):
+        self.meta = meta
+        self.tables = _normalize_tables(meta.mean, meta.std)
+        self.sources = _source_channels(meta)
+        self._resized: Optional[np.ndarray] = None
+        self._planes: List[np.ndarray] = []
+        self._batches: List[Optional[np.ndarray]] = [None] * max(1, int(buffers))
+        self._next = 0
+
+    def _batch_buffer(self, h: int, w: int) -> np.ndarray:
+        slot = self._next
+        self._next = (slot + 1) % len(self._batches)
+        if self._batches[slot] is None or self._batches[slot].shape != (1, 3, h, w):
+            self._batches[slot] = np.empty((1, 3, h, w), np.float32)
+        return self._batches[slot]
+
+    def normalize(self, image_bgr: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """BGR uint8 H×W×3 → normalized 3×H×W float32 written into ``out``."""
+        h, w = image_bgr.shape[:2]
+        if not self._planes or self._planes[0].shape != (h, w):
+            self._planes = [np.empty((h, w), np.uint8) for _ in range(3)]
+        cv2.split(image_bgr, self._planes)
+        for channel, (source, table) in enumerate(zip(self.sources, self.tables)):
+            cv2.LUT(self._planes[source], table, dst=out[channel])
+        return out
+
+    def __call__(self, image_bgr: np.ndarray, scale: Optional[Sequence[int]] = None,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Original BGR image → network input 1×3×h×w at the test scale (or ``scale``); ``out``:
+        a 3×h×w (or 1×3×h×w) float32 array to fill instead of a kept buffer (a batch row)."""
+        check_image(image_bgr)
+        resized = resize_keep_ratio(image_bgr, scale or self.meta.test_scale, self._resized)
+        if resized is not image_bgr:
+            self._resized = resized
+        h, w = resized.shape[:2]
+        batch = self._batch_buffer(h, w) if out is None else out.reshape(1, 3, h, w)
+        self.normalize(resized, batch[0])
+        return batch
 
 
 def normalize(image_bgr: np.ndarray, meta: ModelMeta) -> np.ndarray:
     """BGR uint8 H×W×3 → normalized RGB float32 3×H×W (mmseg SegDataPreProcessor)."""
-    image = image_bgr[:, :, ::-1] if meta.bgr_to_rgb else image_bgr
-    mean = np.asarray(meta.mean, dtype=np.float32)
-    std = np.asarray(meta.std, dtype=np.float32)
-    chw = (image.astype(np.float32) - mean) / std
-    return np.ascontiguousarray(chw.transpose(2, 0, 1))
+    h, w = image_bgr.shape[:2]
+    return Preprocessor(meta).normalize(image_bgr, np.empty((3, h, w), np.float32))
 
 
 def preprocess(image_bgr: np.ndarray, meta: ModelMeta,
                scale: Optional[Sequence[int]] = None) -> np.ndarray:
-    """Original BGR image → network input 1×3×h×w at the test scale (or ``scale``)."""
-    check_image(image_bgr)
-    resized = resize_keep_ratio(image_bgr, scale or meta.test_scale)
-    return normalize(resized, meta)[None]
+    """Original BGR image → network input 1×3×h×w at the test scale (or ``scale``); a fresh
+    array (``Preprocessor`` reuses its buffers)."""
+    return Preprocessor(meta)(image_bgr, scale)
 
 
 # ----------------------------------------------------------------------------- network passes
@@ -99,37 +167,26 @@ def network_logits(batch: np.ndarray, meta: ModelMeta, infer: InferFn) -> np.nda
 
 
 # ----------------------------------------------------------------------------- postprocessing
-def _interp_axis(in_size: int, out_size: int, align_corners: bool):
-    """Source indices and weights of torch's bilinear interpolation along one axis.
-
-    Coordinates are computed in float32 as torch's CPU kernel does, so results match
-    F.interpolate to float32 rounding rather than to the float64 ideal.
-    """
-    dst = np.arange(out_size, dtype=np.float32)
-    if align_corners:
-        scale = np.float32((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
-        src = dst * scale
-    else:
-        scale = np.float32(in_size / out_size)
-        src = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0.0))
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    lam = src - i0.astype(np.float32)
-    return i0, i1, lam
-
-
 def resize_logits(logits: np.ndarray, size: Tuple[int, int], align_corners: bool) -> np.ndarray:
-    """Bilinear resize of ...×h×w float maps to ``size`` = (H, W), as F.interpolate does."""
+    """Bilinear resize of ...×h×w float maps to ``size`` = (H, W), as F.interpolate does: the
+    exact reference (full-size output; labels come from ``labels_from_logits``)."""
     h_out, w_out = size
     h_in, w_in = logits.shape[-2:]
     logits = logits.astype(np.float32, copy=False)
     if (h_in, w_in) == (h_out, w_out):
         return logits
-    y0, y1, ly = _interp_axis(h_in, h_out, align_corners)
-    x0, x1, lx = _interp_axis(w_in, w_out, align_corners)
+    y0, y1, ly = axis_table(h_in, h_out, align_corners)
+    x0, x1, lx = axis_table(w_in, w_out, align_corners)
     cols = logits[..., x0] * (1 - lx) + logits[..., x1] * lx
     ly = ly[:, None]
     return cols[..., y0, :] * (1 - ly) + cols[..., y1, :] * ly
+
+
+def labels_from_logits(logits: np.ndarray, image_shape: Sequence[int],
+                       meta: ModelMeta) -> np.ndarray:
+    """Network logits C×h×w → H×W label map at the original image size (mmseg's resize back
+    with the config's align_corners, then argmax; ``ccnet.label_resize``), label_dtype(C)."""
+    return resize_argmax(logits, tuple(image_shape[:2]), meta.align_corners)
 
 
 def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -160,16 +217,18 @@ def tta_scales(meta: ModelMeta, ratios: Sequence[float] = TTA_RATIOS) -> List[Tu
 
 @dataclass
 class Prediction:
-    """``labels``: H×W int64 class map; ``logits``: C×H×W float32 at the original size (with
-    ``tta=True``, the averaged softmax probabilities, whose argmax gives the labels)."""
+    """``labels``: H×W class map in ``label_dtype(C)``; ``logits``: C×H×W float32 at the
+    original size (with ``tta=True``, the averaged softmax probabilities, whose argmax gives the
+    labels; None where only the labels were asked for)."""
 
     labels: np.ndarray
-    logits: np.ndarray
+    logits: Optional[np.ndarray]
 
 
 def segment(image_bgr: np.ndarray, meta: ModelMeta, infer: InferFn,
             tta: bool = False) -> Prediction:
-    """Full mmseg inference of one BGR image through ``infer``."""
+    """Full mmseg inference of one BGR image through ``infer``, with full-size logits (for the
+    labels alone, ``segment_labels`` is faster and needs far less memory)."""
     check_image(image_bgr)
     if not tta:
         logits = image_logits(image_bgr, meta, infer)
@@ -177,4 +236,12 @@ def segment(image_bgr: np.ndarray, meta: ModelMeta, infer: InferFn,
         probs = [softmax(image_logits(image_bgr, meta, infer, scale, flip))
                  for scale in tta_scales(meta) for flip in (False, True)]
         logits = np.mean(probs, axis=0, dtype=np.float32)
-    return Prediction(labels=logits.argmax(axis=0), logits=logits)
+    return Prediction(labels=first_argmax(logits), logits=logits)
+
+
+def segment_labels(image_bgr: np.ndarray, meta: ModelMeta, infer: InferFn,
+                   preprocessor: Optional[Preprocessor] = None) -> np.ndarray:
+    """The label map of one BGR image through ``infer`` (no TTA), without full-size logits:
+    the fast path of ``segment(...).labels``."""
+    batch = (preprocessor or Preprocessor(meta))(image_bgr)
+    return labels_from_logits(network_logits(batch, meta, infer)[0], image_bgr.shape, meta)

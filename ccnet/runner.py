@@ -8,13 +8,15 @@ block, never through ``__del__``.  Torch-free.
 from __future__ import annotations
 
 import abc
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
+from .errors import CCNetError
 from .meta import ModelMeta
 
-OUTPUT_KINDS = ("logits", "labels")
+# "label_map": a label-head file (ccnet.labels): labels resized to a size given per call.
+OUTPUT_KINDS = ("logits", "labels", "label_map")
 
 
 class Runner(abc.ABC):
@@ -22,7 +24,8 @@ class Runner(abc.ABC):
 
     ``infer``: float32 N×3×h×w normalized RGB batch (numpy) → numpy N×C×h×w float32 logits, or
     an N×h×w label map for files exported with labels as their output (``output_kind`` says
-    which).  ``meta``: the model's :class:`ModelMeta` (None when the file carries none).
+    which); label-head files (``output_kind == "label_map"``) run through ``infer_labels``.
+    ``meta``: the model's :class:`ModelMeta` (None when the file carries none).
     """
 
     #: backend name shown in reports ("pytorch", "onnxruntime", "tensorrt")
@@ -38,6 +41,12 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """The network pass on one preprocessed batch."""
+
+    def infer_labels(self, batch: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+        """Label-head files: network, resize to ``size`` = (H, W) and argmax in the graph →
+        N×H×W label map in ``ccnet.labels.label_dtype(num_classes)``."""
+        raise CCNetError(f"the {self.name} runner does not run label-head models: export the "
+                         "model without --label-head")
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.infer(batch)

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=_int, help="fixed width (default dynamic)")
     parser.add_argument("--output", choices=["logits", "labels"], default="logits",
                         help="logits N×C×H×W float32 (default) or labels N×H×W int64")
+    parser.add_argument("--label-head", action="store_true",
+                        help="append the resize back to the image size and the argmax to the "
+                             "graph: a second input output_size (empty 0xHxW, only its shape is "
+                             "read) and output labels uint8 (int32 over 255 classes) NxHxW; "
+                             "whole-mode models only (Segmenter uses it automatically)")
     parser.add_argument("--cca", choices=["plugin", "native"], default="plugin",
                         help="plugin: one custom node per CCA (+ function); native: standard ops")
     parser.add_argument("--no-function", action="store_true",
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     export_onnx(args.model, args.out, config=args.config, opset=args.opset, batch=args.batch,
                 height=args.height, width=args.width, output=args.output, cca=args.cca,
                 function=not args.no_function, fp16=args.fp16, verify=not args.no_verify,
-                verify_image=args.verify_image, log=log)
+                verify_image=args.verify_image, log=log, label_head=args.label_head)
     return 0
 
 

@@ -17,11 +17,14 @@ import onnx
 
 from ccnet.errors import CCNetError
 from ccnet.files import check_output_file
+from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 
 from .graph import attach_cca_function, cca_functions, cca_nodes
+from .label_head import add_label_head, strip_label_head
 from .metadata import read_metadata, set_metadata
 from .onnx_file import load_onnx
-from .verify import FP16_VERIFY_MIN_AGREEMENT, ImageLike, photo_input, write_verified
+from .verify import (FP16_VERIFY_MIN_AGREEMENT, ImageLike, head_check_size, photo_input,
+                     write_verified)
 
 # Activations above this stay float32: FP16 tops out at 65504 and the next op (Add/Conv) must
 # not overflow either, so leave a margin.
@@ -126,12 +129,13 @@ def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print,
 
     ``verify_image`` (a path or BGR array; default a synthetic photo) finds the layers that must
     stay float32 and, with ``verify``, checks the result: onnx full check, then ONNX Runtime FP16
-    vs FP32 argmax agreement >= 99%.  The output is written atomically; nothing is left on
+    vs FP32 argmax agreement >= 99%.  A label-head file keeps its head (float32 resize).  The output is written atomically; nothing is left on
     failure.
     """
     check_output_file(out_path, what="FP16 output")
     model = load_onnx(in_path)
     meta = read_metadata(model)
+    model, label_head = strip_label_head(model)  # convert the logits part, re-attach the head
     if meta.extra.get("precision", "fp32") != "fp32":
         raise CCNetError(f"{in_path} is {meta.extra.get('precision')}: convert an FP32 export")
     contract_in = meta.extra.get("contract", {}).get("input", {})
@@ -141,6 +145,10 @@ def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print,
     if isinstance(shape[0], int):
         feed_input = np.repeat(feed_input, shape[0], axis=0)
     fp16 = convert_model(model, calibration_feed={"input": feed_input}, log=log)
+    feed = {"input": feed_input}
+    if label_head:
+        fp16 = add_label_head(fp16, meta)
+        feed[LABEL_HEAD_INPUT] = label_head_feed(head_check_size(*feed_input.shape[2:]))
     meta.extra["precision"] = "fp16"
     set_metadata(fp16, meta)
 
@@ -151,8 +159,8 @@ def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print,
 
         ref = ort.InferenceSession(in_path, providers=["CPUExecutionProvider"])
         new = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        a = ref.run(None, {"input": feed_input})[0]
-        b = new.run(None, {"input": feed_input})[0]
+        a = ref.run(None, feed)[0]
+        b = new.run(None, feed)[0]
         labels_a = a if a.ndim == 3 else a.argmax(1)
         labels_b = b if b.ndim == 3 else b.argmax(1)
         agreement = float((labels_a == labels_b).mean())

@@ -5,6 +5,9 @@
 
 Graph contract: input ``input`` float32 N×3×H×W (mmseg's normalized RGB; mean/std in the
 metadata), output ``logits`` float32 N×C×H×W at the input resolution (or ``labels`` int64 N×H×W).
+``label_head=True`` appends the resize back to a requested size and the argmax
+(``export/label_head.py``): a second input ``output_size`` (empty 0×H'×W') and output
+``labels`` uint8/int32 N×H'×W'.
 With ``cca="plugin"`` (default) each CCA is a ``CrissCrossAttention`` node (domain, attributes:
 plugins/cca_op.json) plus a model-local function with a standard-op body, so ONNX Runtime runs
 the file as is and TensorRT maps the node to the plugin; ``function=False`` drops the function
@@ -38,17 +41,22 @@ from ccnet.files import check_output_file
 from ccnet.meta import ModelMeta
 
 from .graph import DEFAULT_OPSET, MIN_OPSET, attach_cca_function, cca_nodes, contract, ensure_domain
+from .label_head import add_label_head, with_head_metadata
 from .metadata import set_metadata
 from .torch_export import labels_module, load_torch_model, torch_export
 from .verify import (MIN_SIZE, ImageLike, verification_inputs, verify_against_torch,
-                     write_verified)
+                     verify_label_head, write_verified)
 
 CCA_FORMS = ("plugin", "native")
 OUTPUTS = ("logits", "labels")
 
 
-def check_options(opset: int, batch, height, width, output: str, cca: str, function: bool) -> None:
+def check_options(opset: int, batch, height, width, output: str, cca: str, function: bool,
+                  label_head: bool = False) -> None:
     """One-line errors for export options that cannot work, before anything is loaded."""
+    if label_head and output != "logits":
+        raise CCNetError("--label-head resizes and argmaxes the logits in the graph: drop "
+                         "--output labels")
     if cca not in CCA_FORMS:
         raise CCNetError(f"unknown --cca {cca!r}: use 'plugin' or 'native'")
     if output not in OUTPUTS:
@@ -115,25 +123,31 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
                 output: str = "logits", cca: str = "plugin", function: bool = True,
                 fp16: bool = False, verify: bool = True, log: Callable = print,
                 verify_image: ImageLike = None,
-                verify_sizes: Optional[Sequence[Tuple[int, int, int]]] = None) -> dict:
+                verify_sizes: Optional[Sequence[Tuple[int, int, int]]] = None,
+                label_head: bool = False) -> dict:
     """Export a CCNet (checkpoint as for ``ccnet.load_model``, or a loaded CCNet) to ``out``.
 
     ``verify_image`` (a path or BGR array; default a synthetic photo) is what the file is
     compared with PyTorch on: at the model's test scale capped to 512 px, and at a second size
-    with batch 2 — or at the (N, H, W) ``verify_sizes``.  Returns a report: out, opset, cca,
-    function, precision, output, cca_nodes, verification (per input: shape, max_abs_error,
-    max_abs_logit, agreement), seconds.  Raises CCNetError on bad input or a failed check,
+    with batch 2 — or at the (N, H, W) ``verify_sizes``.  ``label_head``: append the resize back
+    and argmax (``export/label_head.py``), verified against the host resize + argmax.  Returns a
+    report: out, opset, cca, function, precision, output, label_head, cca_nodes, verification
+    (per input: shape, max_abs_error, max_abs_logit, agreement; label_head: its agreement),
+    seconds.  Raises CCNetError on bad input or a failed check,
     leaving no file.
     """
     start = time.time()
-    check_options(opset, batch, height, width, output, cca, function)
+    check_options(opset, batch, height, width, output, cca, function, label_head)
     out = check_output_file(os.fspath(out), what="ONNX output")
     model = load_torch_model(ckpt, config)
+    if label_head and model.meta.mode != "whole":
+        raise CCNetError(f"{model.meta.name} runs in slide mode, which averages logits over "
+                         "windows: --label-head serves whole-image models only; export logits")
     module = model if output == "logits" else labels_module(model)
     precision = "fp16" if fp16 else "fp32"
 
     log(f"exporting {model.meta.name} (opset {opset}, cca={cca}, function={function}, "
-        f"{precision}, output={output})")
+        f"{precision}, output={output}{', label head' if label_head else ''})")
     exported = torch_export(module, opset, batch, height, width, output)
     attach_cca_function(exported)  # after export: the exporter would inline it
     num_cca = len(cca_nodes(exported))
@@ -149,17 +163,24 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
     written = cca_form(exported, cca, function)
     # ONNX Runtime needs the function body, so the plugin-only form is verified with it.
     runnable = written if cca == "native" else exported
-    set_metadata(written, build_metadata(model.meta, cca, function, precision, output,
-                                         batch, height, width))
+    meta = build_metadata(model.meta, cca, function, precision, output, batch, height, width)
+    if label_head:
+        written, meta = add_label_head(written, meta), with_head_metadata(meta)
+    set_metadata(written, meta)
 
     def verify_fn(_path):
         if not verify:
             return []
-        return verify_against_torch(runnable, module, inputs, output == "labels", fp16, log)
+        results = verify_against_torch(runnable, module, inputs, output == "labels", fp16, log)
+        if label_head:
+            head = verify_label_head(add_label_head(runnable, meta), runnable, inputs, meta, log)
+            for result, head_result in zip(results, head):
+                result["label_head"] = head_result
+        return results
 
     verification = write_verified(written, out, verify_fn, full_check=verify, log=log)
     report = {"out": out, "opset": opset, "cca": cca, "function": function,
-              "precision": precision, "output": output,
+              "precision": precision, "output": output, "label_head": bool(label_head),
               "cca_nodes": len(cca_nodes(written)), "verification": verification,
               "seconds": round(time.time() - start, 1)}
     log(f"wrote {out} ({report['cca_nodes']} CCA node(s), {report['seconds']} s)")

@@ -157,3 +157,40 @@ def verify_against_torch(runnable: onnx.ModelProto, module, inputs: List[np.ndar
             f"{r['agreement'] * 100:.3f}%")
         check_comparison(r, x.shape, labels, fp16)
     return results
+
+
+def head_check_size(height: int, width: int) -> Tuple[int, int]:
+    """The output size a label head is verified at for an h×w input: an odd, non-integer
+    upscale, like resizing back to a photo."""
+    return height * 3 // 2 + 1, width * 3 // 2 + 1
+
+
+def verify_label_head(head: onnx.ModelProto, logits: onnx.ModelProto, inputs: List[np.ndarray],
+                      meta: ModelMeta, log: Callable = print) -> List[dict]:
+    """The head's labels (ORT CPU) against the host resize + argmax of the logits file's output
+    (``ccnet.label_resize``, equal to the exact float32 reference up to ties) at
+    ``head_check_size``; raise CCNetError below MIN_AGREEMENT."""
+    import onnxruntime as ort
+
+    from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
+    from ccnet.label_resize import resize_argmax
+
+    providers = ["CPUExecutionProvider"]
+    with_head = ort.InferenceSession(head.SerializeToString(), providers=providers)
+    plain = ort.InferenceSession(logits.SerializeToString(), providers=providers)
+    results = []
+    for x in inputs:
+        size = head_check_size(*x.shape[2:])
+        labels = with_head.run(None, {"input": x, LABEL_HEAD_INPUT: label_head_feed(size)})[0]
+        expected = np.stack([resize_argmax(item, size, meta.align_corners)
+                             for item in plain.run(None, {"input": x})[0]])
+        agreement = float((labels == expected).mean())
+        log(f"verify label head {tuple(x.shape)} -> {size[0]}x{size[1]}: {labels.dtype} labels, "
+            f"agreement with the host resize + argmax {agreement * 100:.4f}%")
+        if labels.shape != expected.shape or agreement < MIN_AGREEMENT:
+            raise CCNetError(f"verification failed: label head output {labels.shape} agrees on "
+                             f"{agreement * 100:.3f}% of pixels (< {MIN_AGREEMENT * 100:.2f}%)"
+                             f" with the resize + argmax of the logits at input {tuple(x.shape)}")
+        results.append({"shape": list(x.shape), "output_size": list(size),
+                        "agreement": agreement})
+    return results

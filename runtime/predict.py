@@ -47,7 +47,8 @@ def predict_to_files(segmenter: Segmenter, image_path: str, out_path: Optional[s
 def _segment_to_files(segmenter: Segmenter, image: np.ndarray, out_path: Optional[str],
                       overlay: bool, logits_path: Optional[str], tta: bool,
                       overlay_path: Optional[str]) -> Prediction:
-    prediction = segmenter.predict(image, tta=tta)
+    prediction = (segmenter.predict(image, tta=tta) if logits_path
+                  else Prediction(labels=segmenter.segment(image, tta=tta), logits=None))
     meta = segmenter.meta
     outputs = []
     if out_path:

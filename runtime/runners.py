@@ -3,12 +3,13 @@
 lives in ``trt_runner.py``."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from ccnet.errors import CCNetError, first_line
 from ccnet.files import require_file
+from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.meta import METADATA_KEY, ModelMeta
 from ccnet.runner import Runner
 
@@ -67,15 +68,16 @@ class OrtRunner(Runner):
                     "ONNX function): only TensorRT with libccnet_plugins.so runs it; export "
                     "with the function (ccnet-export default) to run on ONNX Runtime") from None
             raise CCNetError(f"cannot load ONNX model {model_path}: {text}") from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        outputs = self.session.get_outputs()
+        inputs = [i for i in self.session.get_inputs() if i.name != LABEL_HEAD_INPUT]
+        self.label_head = len(inputs) < len(self.session.get_inputs())
         self.input_name = inputs[0].name
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.output_name = outputs[0].name
         custom = self.session.get_modelmeta().custom_metadata_map or {}
+        kind = "labels" if outputs[0].name == "labels" or "int" in outputs[0].type else "logits"
         super().__init__(ModelMeta.from_json(custom[METADATA_KEY]) if METADATA_KEY in custom
-                         else None,
-                         "labels" if outputs[0].name == "labels" or "int" in outputs[0].type
-                         else "logits")
+                         else None, "label_map" if self.label_head else kind)
 
     @staticmethod
     def _providers(ort, device: str):
@@ -97,9 +99,18 @@ class OrtRunner(Runner):
         return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.label_head:
+            raise CCNetError(f"{self.path} has a label head: call infer_labels(batch, (H, W))")
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
         return out.astype(np.float32, copy=False) if self.output_kind == "logits" else out
+
+    def infer_labels(self, batch: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+        if not self.label_head:
+            return super().infer_labels(batch, size)
+        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        return self.session.run([self.output_name], {self.input_name: batch,
+                                                     LABEL_HEAD_INPUT: label_head_feed(size)})[0]
 
     def release(self) -> None:
         self.session = None

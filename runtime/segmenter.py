@@ -2,20 +2,22 @@
 
 The runner is picked by file type (.onnx → ONNX Runtime, .engine/.plan → TensorRT, .pth/.pt or a
 zoo/built-in name or URL → PyTorch); the metadata comes from the model itself (ONNX
-``metadata_props``, the engine's side file, the checkpoint), and ``ccnet.processing.segment``
-does resize, normalize, whole/slide, resize back and argmax exactly as the PyTorch path does.
+``metadata_props``, the engine's side file, the checkpoint), and ``ccnet.processing`` does
+resize, normalize, whole/slide, resize back and argmax exactly as the PyTorch path does.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ccnet.errors import CCNetError, first_line
+from ccnet.labels import label_dtype, label_head_of
 from ccnet.meta import ModelMeta
-from ccnet.processing import Prediction, segment
+from ccnet.processing import (Prediction, Preprocessor, labels_from_logits, network_logits,
+                              segment)
 from ccnet.runner import Runner
 
 ONNX_EXTS = (".onnx",)
@@ -87,11 +89,15 @@ class Segmenter:
     """Segment BGR uint8 images with any backend.
 
     >>> seg = Segmenter("model.onnx")          # or .engine, .pth, a zoo name
-    >>> labels = seg.segment(cv2.imread("x.jpg"))   # H×W int64 class indices
+    >>> labels = seg.segment(cv2.imread("x.jpg"))   # H×W uint8 (int32 over 255 classes)
 
-    ``meta``: override the model's metadata (needed only for files that carry none).
-    Models exported with ``--output labels`` are refused: slide windows and the resize back to
-    the original size average/interpolate *logits*, which a labels output no longer has.
+    ``segment`` takes the fast path: pre-processing into reused buffers, then either the file's
+    label head (exported with ``--label-head``: resize back and argmax run in the graph, only
+    the label map leaves the backend) or the host resize + argmax of ``ccnet.label_resize``,
+    which never forms the full-size logits.  ``predict`` returns full-size logits as well.
+    ``meta``: override the model's metadata (needed only for files that carry none).  Files
+    exported with ``--output labels`` (argmax at the network resolution) are refused: the resize
+    back to the image and slide windows work on logits.  Not thread-safe: one per thread.
     """
 
     def __init__(self, model: str, backend: Optional[str] = None,
@@ -99,15 +105,34 @@ class Segmenter:
         self.runner: Runner = open_runner(model, backend, **opts)
         self.model = model
         self.meta: ModelMeta = meta or self.runner.meta
+        try:
+            self._check_output()
+        except CCNetError:
+            self.close()
+            raise
+        self.label_head = self.runner.output_kind == "label_map"
+        self.preprocessor = Preprocessor(self.meta)
+
+    def _check_output(self) -> None:
         if self.meta is None:
-            self.close()
-            raise CCNetError(f"{model} carries no ccnet metadata: export it with ccnet-export (or "
-                             "pass meta=ModelMeta(...))")
-        if self.runner.output_kind != "logits":
-            self.close()
-            raise CCNetError(f"{model} outputs labels, but Segmenter needs logits (resizing back "
-                             "to the image and slide windows work on logits): re-export with "
-                             "--output logits, or call the runner's infer() directly")
+            raise CCNetError(f"{self.model} carries no ccnet metadata: export it with ccnet-export "
+                             "(or pass meta=ModelMeta(...))")
+        kind = self.runner.output_kind
+        if kind == "labels":
+            raise CCNetError(f"{self.model} outputs labels at the network resolution, but "
+                             "Segmenter needs logits (resizing back to the image and slide "
+                             "windows work on logits): re-export with --output logits, or with "
+                             "--label-head for label maps at the image size")
+        head = label_head_of(self.runner.meta)
+        if kind == "label_map" and self.meta.mode != "whole":
+            raise CCNetError(f"{self.model} has a label head, which serves whole-image inference "
+                             "only: slide mode averages logits over windows, so export it "
+                             "without --label-head")
+        if kind == "label_map" and head and bool(head.get("align_corners")) != \
+                self.meta.align_corners:
+            raise CCNetError(f"{self.model}'s label head resizes with align_corners="
+                             f"{head.get('align_corners')}, the metadata given says "
+                             f"{self.meta.align_corners}: re-export for that setting")
 
     @property
     def backend(self) -> str:
@@ -117,13 +142,32 @@ class Segmenter:
         """The network pass only: N×3×h×w normalized batch → N×C×h×w logits."""
         return self.runner.infer(batch)
 
+    def network_pass(self, batch: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+        """The backend's part for one preprocessed image of ``image_shape``: its label map
+        (label head) or its logits C×h×w (whole or slide windows)."""
+        if self.label_head:
+            return self.runner.infer_labels(batch, tuple(image_shape[:2]))[0]
+        return network_logits(batch, self.meta, self.runner.infer)[0]
+
+    def finish(self, output: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+        """``network_pass``'s output → the H×W label map in ``label_dtype(num_classes)``."""
+        if self.label_head:
+            return output.astype(label_dtype(self.meta.num_classes), copy=False)
+        return labels_from_logits(output, image_shape, self.meta)
+
     def predict(self, image_bgr: np.ndarray, tta: bool = False) -> Prediction:
         """Labels and logits (C×H×W at the original size) of one BGR uint8 image."""
+        if self.label_head:
+            raise CCNetError(f"{self.model} returns label maps (label head), not logits: use "
+                             "segment(), or export without --label-head for logits and TTA")
         return segment(image_bgr, self.meta, self.runner.infer, tta=tta)
 
-    def segment(self, image_bgr: np.ndarray) -> np.ndarray:
-        """H×W int64 label map of one BGR uint8 image."""
-        return self.predict(image_bgr).labels
+    def segment(self, image_bgr: np.ndarray, tta: bool = False) -> np.ndarray:
+        """H×W label map of one BGR uint8 image (uint8 up to 255 classes, else int32)."""
+        if tta:
+            return self.predict(image_bgr, tta=True).labels
+        batch = self.preprocessor(image_bgr)
+        return self.finish(self.network_pass(batch, image_bgr.shape), image_bgr.shape)
 
     __call__ = segment
 

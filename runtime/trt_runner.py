@@ -1,12 +1,14 @@
 """Run a TensorRT engine behind the runner interface (``TrtRunner``)."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Optional
 
 import numpy as np
 
 from ccnet.errors import CCNetError
+from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.runner import Runner
 
 from .engine_info import find_profile
@@ -49,7 +51,10 @@ class TrtRunner(Runner):
         except BaseException:
             self._free_stream()
             raise
-        super().__init__(self.info.model_meta(), self.info.output_kind)
+        # Profiles cover every network input, so the side file tells a label-head engine.
+        self.label_head = any(LABEL_HEAD_INPUT in p for p in self.info.profiles)
+        super().__init__(self.info.model_meta(),
+                         "label_map" if self.label_head else self.info.output_kind)
         self.input_name, self.output_name = self.info.input_name, self.info.output_name
         trt = import_tensorrt()
         self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
@@ -68,8 +73,9 @@ class TrtRunner(Runner):
             host.free()
         self._buffers = {}
 
-    def _prepare(self, shape) -> None:
-        """Profile, input shape and a device + page-locked buffer pair per tensor."""
+    def _prepare(self, shape, size=None) -> None:
+        """Profile, input shape(s) and a device + page-locked buffer pair per tensor; ``size``:
+        the label head's output size."""
         from polygraphy import cuda
 
         profile = find_profile(shape, self.info)  # one-line error giving the range
@@ -79,16 +85,24 @@ class TrtRunner(Runner):
             self._profile = profile
         if not self.context.set_input_shape(self.input_name, tuple(shape)):
             raise CCNetError(f"TensorRT rejected input shape {tuple(shape)} for {self.path}")
+        tensors = [(self.input_name, tuple(shape), self.input_dtype)]
+        if size is not None:
+            # An empty tensor still needs a (1-byte) buffer bound; TensorRT reads its shape only.
+            size_shape = label_head_feed(size).shape
+            if not self.context.set_input_shape(LABEL_HEAD_INPUT, size_shape):
+                sizes = dataclasses.replace(self.info, input_name=LABEL_HEAD_INPUT)
+                find_profile(size_shape, sizes)  # one-line error giving the range
+                raise CCNetError(f"TensorRT rejected output size {size} for {self.path}")
+            tensors.append((LABEL_HEAD_INPUT, size_shape, np.float32))
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         self._free_buffers()
-        for name, shp, dtype in ((self.input_name, tuple(shape), self.input_dtype),
-                                 (self.output_name, out_shape, self.output_dtype)):
+        for name, shp, dtype in tensors + [(self.output_name, out_shape, self.output_dtype)]:
             host = PinnedArray(shp, dtype)
             device = cuda.DeviceArray.raw((max(host.array.nbytes, 1),))
             self._buffers[name] = (device, host)
             if not self.context.set_tensor_address(name, device.ptr):
                 raise CCNetError(f"TensorRT rejected the buffer for {name!r} of {self.path}")
-        self._shape = tuple(shape)
+        self._shape = (tuple(shape), size)
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream):
@@ -108,10 +122,20 @@ class TrtRunner(Runner):
 
     # ---------------------------------------------------------------- inference
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.label_head:
+            raise CCNetError(f"{self.path} has a label head: call infer_labels(batch, (H, W))")
+        return self._infer(batch, None)
+
+    def infer_labels(self, batch: np.ndarray, size) -> np.ndarray:
+        if not self.label_head:
+            return super().infer_labels(batch, size)
+        return self._infer(batch, (int(size[0]), int(size[1])))
+
+    def _infer(self, batch: np.ndarray, size) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         with self._lock:
-            if batch.shape != self._shape:
-                self._prepare(batch.shape)
+            if (batch.shape, size) != self._shape:
+                self._prepare(batch.shape, size)
             in_device, in_host = self._buffers[self.input_name]
             out_device, out_host = self._buffers[self.output_name]
             in_host.array[...] = batch

@@ -3,12 +3,13 @@
 Three stages run concurrently, joined by bounded queues so memory stays constant however long
 the stream is:
 
-    reader thread:   decode frame i+1, validate, preprocess (resize + normalize)
-    inference thread: network pass of frame i (whole or slide), logits at network resolution
-    caller's thread:  resize logits back, argmax, colour overlay → yields FrameResult
+    reader thread:   decode frame i+1, validate, preprocess (resize + normalize, reused buffers)
+    inference thread: network pass of frame i (whole or slide): logits at network resolution,
+                      or, for a label-head file, the label map at the frame size
+    caller's thread:  resize logits back + argmax (fast host path), colour overlay → FrameResult
 
-Each stage calls the same ``ccnet.processing`` functions as ``Segmenter.segment``, so the
-per-frame labels are identical to segmenting the frames one by one.  Frames come from
+Each stage calls the same ``Segmenter`` steps as ``Segmenter.segment``, so the per-frame labels
+are identical to segmenting the frames one by one.  Frames come from
 ``cv2.VideoCapture`` (file, camera index, stream URL) or any iterable of BGR uint8 frames; a
 corrupt frame (None, wrong shape or dtype) is skipped with a warning.
 """
@@ -27,7 +28,7 @@ import numpy as np
 
 from ccnet.errors import CCNetError
 from ccnet.images import check_image
-from ccnet.processing import network_logits, preprocess, restore_size
+from ccnet.processing import Preprocessor
 from ccnet.visualize import overlay
 
 Source = Union[str, int, Iterable[np.ndarray]]
@@ -37,7 +38,7 @@ _END = object()
 @dataclass
 class FrameResult:
     """One segmented frame.  ``index``: position in the source (skipped frames count too);
-    ``labels``: H×W int64; ``overlay``: BGR uint8 blend in the model's palette (None if
+    ``labels``: H×W uint8 (int32 over 255 classes); ``overlay``: BGR uint8 blend in the model's palette (None if
     disabled); ``timing``: milliseconds per stage plus ``latency`` (read → result)."""
 
     index: int
@@ -151,6 +152,9 @@ class VideoSegmenter:
         return False
 
     def _reader(self, frames, max_frames, out_q, stop) -> None:
+        # A batch lives in this thread, the queue (queue_size) and the inference thread: one more
+        # buffer than that is never overwritten while still in use.
+        preprocess = Preprocessor(self.meta, buffers=self.queue_size + 3)
         try:
             index = -1
             iterator = iter(frames)
@@ -169,7 +173,7 @@ class VideoSegmenter:
                     warnings.warn(f"skipping frame {index}: {e}", RuntimeWarning, stacklevel=2)
                     continue
                 self._count(+1)
-                batch = preprocess(frame, self.meta)
+                batch = preprocess(frame)
                 t2 = time.perf_counter()
                 timing = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "start": t0}
                 self.frames_done_reading += 1
@@ -191,9 +195,9 @@ class VideoSegmenter:
                     return
                 index, frame, batch, timing = item
                 t0 = time.perf_counter()
-                logits = network_logits(batch, self.meta, self.segmenter.infer)[0]
+                output = self.segmenter.network_pass(batch, frame.shape)
                 timing["infer"] = (time.perf_counter() - t0) * 1e3
-                if not self._put(out_q, (index, frame, logits, timing), stop):
+                if not self._put(out_q, (index, frame, output, timing), stop):
                     return
         except BaseException as e:
             self._put(out_q, _Failure(e), stop)
@@ -220,9 +224,9 @@ class VideoSegmenter:
                     return
                 if isinstance(item, _Failure):
                     raise item.error
-                index, frame, logits, timing = item
+                index, frame, output, timing = item
                 t0 = time.perf_counter()
-                labels = restore_size(logits, frame.shape, self.meta).argmax(axis=0)
+                labels = self.segmenter.finish(output, frame.shape)
                 blend = (overlay(frame, labels, self.meta.palette, self.alpha)
                          if self.make_overlay else None)
                 t1 = time.perf_counter()

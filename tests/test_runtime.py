@@ -142,7 +142,7 @@ def test_labels_output_model_is_refused(tiny_onnx, tmp_path):
     runner = OrtRunner(str(path))
     assert runner.output_kind == "labels"
     assert runner.infer(np.ones((1, 3, 8, 8), np.float32)).shape == (1, 8, 8)
-    with pytest.raises(CCNetError, match="outputs labels, but Segmenter needs logits"):
+    with pytest.raises(CCNetError, match="outputs labels at the network resolution, but Segmenter needs logits"):
         Segmenter(str(path))
 
 
