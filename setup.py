@@ -82,6 +82,7 @@ setup(
             "ccnet-batch=cli.batch:main",
             "ccnet-zoo=cli.zoo:main",
             "ccnet-deploy=cli.deploy:main",
+            "ccnet-bench=cli.bench:main",
         ]
     },
 )

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ccnet.evaluation import evaluate_one
     from ccnet.files import write_json
     from ccnet.metrics import format_table, result_to_json
+    from runtime.benchmark import Timed
     from runtime.segmenter import Segmenter
 
     if args.json:
@@ -38,14 +39,17 @@ def run(args: argparse.Namespace) -> int:
     with Segmenter(args.model, **common.runner_options(args)) as segmenter:
         meta = segmenter.meta
         check_model_fits_dataset(meta.num_classes, args.dataset)
-        result = evaluate_one(lambda image: segmenter.predict(image, tta=args.tta), dataset,
-                              meta.num_classes, meta.ignore_index,
+        timed = Timed(lambda image: segmenter.segment(image, tta=args.tta))
+        result = evaluate_one(timed, dataset, meta.num_classes, meta.ignore_index,
                               progress=not args.no_progress)
+        backend = segmenter.backend
     print(format_table(result, meta.classes))
+    print(f"{'backend':<12} | ms/image\n{backend:<12} | {timed.ms_per_call:8.1f}")
     if args.json:
         report = result_to_json(result, meta.classes)
         report.update(model=meta.name, dataset=args.dataset, data=os.path.abspath(args.data),
-                      tta=args.tta)
+                      tta=args.tta, backend=backend,
+                      ms_per_image=round(timed.ms_per_call, 2))
         write_json(args.json, report)
     return 0
 

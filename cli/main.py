@@ -16,6 +16,7 @@ COMMANDS = {
     "inspect": "inspect", "parity": "parity", "eval": "eval", "predict": "predict",
     "video": "video", "batch": "batch", "train": "train", "synthetic": "synthetic",
     "serve": "serve", "triton-repo": "triton_repo", "zoo": "zoo", "deploy": "deploy",
+    "bench": "bench",
 }
 # Missing module -> the install profile that brings it (the core install is torch-free).
 EXTRA_FOR_MODULE = {"torch": "export", "onnx": "export", "onnxscript": "export",

@@ -19,6 +19,8 @@ import numpy as np
 from ccnet.errors import CCNetError
 from ccnet.files import atomic_output, write_json as _write_json
 
+from .benchmark import Timed
+
 
 def _pct(x) -> Optional[float]:
     x = float(x)
@@ -46,7 +48,8 @@ def parity_report(ckpt: str, data: str, dataset: str, onnx: Optional[str] = None
     """Evaluate PyTorch FP32 (``ckpt``) and every given model on ``data`` (``dataset`` layout).
 
     Returns ``{"dataset", "num_images", "classes", "backends": [{"name", "model", "precision",
-    "miou", "delta_miou", "pixel_agreement", "per_class": {class: IoU},
+    "miou", "delta_miou", "pixel_agreement", "ms_per_image" (segment() wall time, image
+    decoding excluded), "per_class": {class: IoU},
     "per_class_delta": {class: ΔIoU}}, ...]}`` with PyTorch first; values in percent
     (None for a class absent from labels and predictions).
     """
@@ -77,7 +80,9 @@ def parity_report(ckpt: str, data: str, dataset: str, onnx: Optional[str] = None
                                  f"checkpoint {meta.num_classes}: compare files exported from "
                                  "this checkpoint")
         keys = [f"{i}:{b['name']}" for i, b in enumerate(backends)]
-        results = evaluate({k: b["run"].segment for k, b in zip(keys, backends)}, data_set,
+        for b in backends:
+            b["timed"] = Timed(b["run"].segment)
+        results = evaluate({k: b["timed"] for k, b in zip(keys, backends)}, data_set,
                            meta.num_classes, meta.ignore_index, reference=keys[0],
                            progress=progress)
     finally:
@@ -97,6 +102,7 @@ def _backend_row(backend: dict, result: dict, ref: dict, classes: Sequence[str])
             "miou": _pct(result["miou"]), "delta_miou": _pct(result["miou"] - ref["miou"]),
             "pixel_agreement": _pct(result["pixel_agreement"]),
             "int8_layers": backend.get("int8_layers"),
+            "ms_per_image": round(backend["timed"].ms_per_call, 2),
             "per_class": per_class, "per_class_delta": per_class_delta}
 
 
@@ -109,11 +115,12 @@ def format_report(report: Dict[str, object]) -> str:
     labels = [f"{b['name']}-{b['precision']}" for b in backends]
     width = max(len(s) for s in labels + ["backend"])
     lines = [f"{report['num_images']} image(s), {report['dataset']} layout; values in percent",
-             f"{'backend':<{width}} | {'mIoU':>6} | {'ΔmIoU':>6} | {'agree%':>6} | model",
-             "-" * (width + 36)]
+             f"{'backend':<{width}} | {'mIoU':>6} | {'ΔmIoU':>6} | {'agree%':>6} | "
+             f"{'ms/img':>7} | model",
+             "-" * (width + 46)]
     for label, b in zip(labels, backends):
         lines.append(f"{label:<{width}} | {num(b['miou'])} | {num(b['delta_miou'], True)} | "
-                     f"{b['pixel_agreement']:6.2f} | {b['model']}")
+                     f"{b['pixel_agreement']:6.2f} | {b['ms_per_image']:7.1f} | {b['model']}")
     for label, b in zip(labels, backends):
         layers = b.get("int8_layers")
         if layers:

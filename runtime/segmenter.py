@@ -143,14 +143,15 @@ class Segmenter:
         return self.runner.infer(batch)
 
     def network_pass(self, batch: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-        """The backend's part for one preprocessed image of ``image_shape``: its label map
-        (label head) or its logits C×h×w (whole or slide windows)."""
+        """The backend's part for a preprocessed N×3×h×w batch of images of ``image_shape``:
+        N×H×W label maps (label head) or N×C×h×w logits (whole or slide windows)."""
         if self.label_head:
-            return self.runner.infer_labels(batch, tuple(image_shape[:2]))[0]
-        return network_logits(batch, self.meta, self.runner.infer)[0]
+            return self.runner.infer_labels(batch, tuple(image_shape[:2]))
+        return network_logits(batch, self.meta, self.runner.infer)
 
     def finish(self, output: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-        """``network_pass``'s output → the H×W label map in ``label_dtype(num_classes)``."""
+        """One image's ``network_pass`` output → its H×W label map in
+        ``label_dtype(num_classes)``."""
         if self.label_head:
             return output.astype(label_dtype(self.meta.num_classes), copy=False)
         return labels_from_logits(output, image_shape, self.meta)
@@ -167,7 +168,7 @@ class Segmenter:
         if tta:
             return self.predict(image_bgr, tta=True).labels
         batch = self.preprocessor(image_bgr)
-        return self.finish(self.network_pass(batch, image_bgr.shape), image_bgr.shape)
+        return self.finish(self.network_pass(batch, image_bgr.shape)[0], image_bgr.shape)
 
     __call__ = segment
 

@@ -195,7 +195,7 @@ class VideoSegmenter:
                     return
                 index, frame, batch, timing = item
                 t0 = time.perf_counter()
-                output = self.segmenter.network_pass(batch, frame.shape)
+                output = self.segmenter.network_pass(batch, frame.shape)[0]
                 timing["infer"] = (time.perf_counter() - t0) * 1e3
                 if not self._put(out_q, (index, frame, output, timing), stop):
                     return
