@@ -201,3 +201,111 @@ def test_bad_images(tmp_path):
         images.check_image(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(CCNetError, match="H×W×3"):
         images.check_image(np.zeros((4, 4), np.uint8))
+
+
+# ----------------------------------------------------------------------------- fast paths
+def test_preprocessor_reuses_buffers_and_equals_preprocess(photos):
+    meta = make_meta(test_scale=(512, 256))
+    image = images.load_image(photos[0])
+    pre = processing.Preprocessor(meta, buffers=2)
+    first, second, third = pre(image), pre(image), pre(image)
+    assert first.dtype == np.float32 and first.flags.c_contiguous
+    np.testing.assert_array_equal(first, processing.preprocess(image, meta))
+    assert first is not second and third is first  # a ring of two buffers, nothing new
+    row = np.empty((2,) + first.shape[1:], np.float32)
+    assert pre(image, out=row[1]).base is row
+    np.testing.assert_array_equal(row[1], first[0])
+    rgb_kept = make_meta(bgr_to_rgb=False)
+    expected = ((image.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1)
+    np.testing.assert_array_equal(processing.normalize(image, rgb_kept), expected)
+
+
+def _smooth_logits(rng, num_classes, h, w, cell=4):
+    """Class maps with regions of ~cell pixels, like a network's logits (upsampled noise)."""
+    coarse = rng.standard_normal((num_classes, h // cell + 2, w // cell + 2)).astype(np.float32)
+    return np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_CUBIC) for c in coarse])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("num_classes,src,dst", [
+    (2, (13, 17), (97, 131)), (8, (64, 86), (375, 500)), (21, (40, 57), (19, 23)),
+    (3, (5, 1), (3, 7)), (4, (1, 1), (4, 5)), (19, (33, 41), (33, 80)), (1, (6, 7), (12, 14)),
+    (300, (20, 30), (50, 60))])
+def test_resize_argmax_equals_exact_reference(num_classes, src, dst, align_corners):
+    """Labels of the fast path = argmax of the exact float32 resize, on smooth maps (few
+    competing classes), noise (every pixel a boundary) and integer logits (exact ties)."""
+    from ccnet.label_resize import resize_argmax
+    from ccnet.labels import label_dtype
+
+    rng = np.random.default_rng(num_classes)
+    cases = [rng.standard_normal((num_classes,) + src).astype(np.float32),
+             rng.integers(0, 3, (num_classes,) + src).astype(np.float32)]
+    if min(src) >= 4:
+        cases.append(_smooth_logits(rng, num_classes, *src))
+    for logits in cases:
+        got = resize_argmax(logits, dst, align_corners)
+        assert got.shape == dst and got.dtype == label_dtype(num_classes)
+        expected = processing.resize_logits(logits, dst, align_corners).argmax(0)
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.fixture(scope="module")
+def demo_runner():
+    """The trained ccnet-demo model (PyTorch): real logits with real class boundaries."""
+    from ccnet import load_model
+    from ccnet.inference import TorchRunner
+
+    return TorchRunner(load_model("ccnet-demo"))
+
+
+def test_fast_labels_on_real_photos(photos, demo_runner):
+    """The demo model's logits of the real photos resized back to each photo's size (and, for
+    one, to a 1080p frame), align_corners False and True: fast labels = exact labels on
+    >= 99.99 % of the pixels, with real boundaries to get right."""
+    meta = demo_runner.meta
+    for i, path in enumerate(photos):
+        image = images.load_image(path)
+        logits = processing.network_logits(processing.preprocess(image, meta), meta,
+                                           demo_runner.infer)[0]
+        cases = [(image.shape[:2], False), (image.shape[:2], True)]
+        for size, align_corners in cases + ([((1080, 1920), False)] if i == 0 else []):
+            fast = processing.labels_from_logits(
+                logits, size, meta.replace(align_corners=align_corners))
+            exact = processing.resize_logits(logits, size, align_corners).argmax(0)
+            assert fast.dtype == np.uint8 and len(np.unique(exact)) > 1
+            agreement = (fast == exact).mean()
+            assert agreement >= 0.9999, f"{path} {size} {align_corners}: {agreement:.6f}"
+
+
+def test_fast_labels_never_form_full_size_logits():
+    """150 classes resized 24× up to 12 MP: the exact path would hold 7.2 GB of float32; the
+    fast path's peak allocation stays a small multiple of the uint8 label map."""
+    import tracemalloc
+
+    from ccnet.label_resize import resize_argmax
+
+    logits = _smooth_logits(np.random.default_rng(5), 150, 125, 167, cell=6)
+    tracemalloc.start()
+    try:
+        labels = resize_argmax(logits, (3000, 4000), align_corners=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert labels.shape == (3000, 4000) and labels.dtype == np.uint8
+    full_size = 150 * 3000 * 4000 * 4
+    assert peak < 400e6 < full_size / 10, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_segment_labels_equal_segment(photos):
+    """The labels-only path = segment()'s labels (full-size logits), uint8 for ≤ 255 classes."""
+    meta = make_meta(3, test_scale=(128, 64))
+
+    def infer(batch):
+        return batch.copy()
+
+    for path in photos[:2]:
+        image = images.load_image(path)
+        full = processing.segment(image, meta, infer)
+        labels = processing.segment_labels(image, meta, infer)
+        assert labels.dtype == full.labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, full.labels)
