@@ -43,6 +43,24 @@ def test_ort_and_torch_agree_through_segmenter(tiny_onnx, tiny_ckpt, photos):
         np.testing.assert_array_equal(ort_seg.segment(image), a.labels)
 
 
+def test_segment_fast_path_equals_predict_labels(photos):
+    """Segmenter.segment (reused buffers, host resize + argmax without full-size logits) gives
+    predict()'s labels (exact full-size logits), as uint8; the trained ccnet-demo model has
+    real class boundaries to get right."""
+    from ccnet.images import load_image
+    from runtime import Segmenter
+
+    with Segmenter("ccnet-demo") as seg:
+        assert not seg.label_head and seg.preprocessor(load_image(photos[0])) is \
+            seg.preprocessor(load_image(photos[1]))  # same size class: one kept buffer
+        for path in photos[::2]:
+            image = load_image(path)
+            labels, expected = seg.segment(image), seg.predict(image).labels
+            assert labels.dtype == expected.dtype == np.uint8
+            assert len(np.unique(expected)) > 1
+            assert (labels == expected).mean() >= 0.9999
+
+
 def test_slide_mode_metadata_agrees(tiny_onnx, tiny_ckpt, photos):
     """Slide windows (overlapping crops, averaged logits) through both runners."""
     from ccnet.images import load_image

@@ -179,3 +179,42 @@ def test_video_that_cannot_be_opened(segmenter, tmp_path, tiny_onnx, capsys):
     assert not out.exists() and not [f for f in os.listdir(tmp_path) if "partial" in f]
     assert video_main(["--model", tiny_onnx, "--input", str(junk)]) == 2
     assert "nothing to write" in capsys.readouterr().err
+
+
+def test_reused_preprocessing_buffers_never_mix_frames(clip):
+    """The reader fills a ring of batch buffers; a slow consumer keeps every queue full, so a
+    buffer reused too early would hand the network another frame's pixels.  The trained
+    ccnet-demo model gives each photo its own label map, so any mix-up shows."""
+    from ccnet.demo import demo_config
+    from runtime import Segmenter, VideoSegmenter
+
+    path, decoded = clip
+    seg = Segmenter("ccnet-demo", meta=demo_config().meta().replace(test_scale=(W, H)))
+    expected = [seg.segment(frame) for frame in decoded]
+    assert len({e.tobytes() for e in expected}) > 1
+    video = VideoSegmenter(seg, queue_size=1)
+    for r in video.run(path):
+        time.sleep(0.01)
+        assert r.labels.dtype == np.uint8
+        np.testing.assert_array_equal(r.labels, expected[r.index])
+
+
+def test_label_head_file_through_the_pipeline(segmenter, clip, tmp_path):
+    """A label-head export: the inference stage returns the label map at the frame size."""
+    import onnx
+
+    from export.label_head import add_label_head, with_head_metadata
+    from export.metadata import read_metadata, set_metadata
+    from runtime import Segmenter, VideoSegmenter
+
+    model = onnx.load(segmenter.model)
+    meta = read_metadata(model)
+    head = add_label_head(model, meta)
+    set_metadata(head, with_head_metadata(meta))
+    onnx.save(head, str(tmp_path / "head.onnx"))
+    seg = Segmenter(str(tmp_path / "head.onnx"), meta=segmenter.meta)
+    assert seg.label_head
+    path, decoded = clip
+    for r in VideoSegmenter(seg, queue_size=2).run(path, max_frames=6):
+        assert r.labels.dtype == np.uint8 and r.labels.shape == (H, W)
+        assert (r.labels == segmenter.segment(decoded[r.index])).mean() >= 0.9999
