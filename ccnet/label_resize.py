@@ -26,8 +26,8 @@ import numpy as np
 
 from .labels import label_dtype
 
-# Pixels handled per chunk when interpolating on the boundary (bounds the temporaries).
-PIXEL_CHUNK = 1 << 20
+# Pixel × candidate-class values interpolated per chunk on the boundary (bounds temporaries).
+WORK_CHUNK = 1 << 21
 # Floats gathered per chunk when ranking classes at the cell corners.
 RANK_CHUNK_VALUES = 1 << 22
 
@@ -144,22 +144,36 @@ def _ranges(i0: np.ndarray, in_size: int):
     return start, np.searchsorted(i0, sources, side="right") - start
 
 
-class _Pixels:
-    """Output pixels grouped by cell, with their four source indices (flat, low resolution)
-    and interpolation weights."""
+class _Grid:
+    """The interpolation tables of both axes and, per source row/column, the block of output
+    rows/columns whose cell starts there."""
 
-    def __init__(self, cells, tables_y, tables_x, h: int, w: int):
-        (y0, y1, ly), (x0, x1, lx) = tables_y, tables_x
-        row_start, row_count = _ranges(y0, h)
-        col_start, col_count = _ranges(x0, w)
+    def __init__(self, h: int, w: int, out_h: int, out_w: int, align_corners: bool):
+        self.h, self.w = h, w
+        self.y = axis_table(h, out_h, align_corners)
+        self.x = axis_table(w, out_w, align_corners)
+        self.row_start, self.row_count = _ranges(self.y[0], h)
+        self.col_start, self.col_count = _ranges(self.x[0], w)
+
+    def pixels_per_cell(self, cells: np.ndarray) -> np.ndarray:
+        ci, cj = np.divmod(cells, self.w)
+        return self.row_count[ci] * self.col_count[cj]
+
+
+class _Pixels:
+    """The output pixels of some cells, grouped by cell, with their four source indices (flat,
+    low resolution) and interpolation weights."""
+
+    def __init__(self, cells: np.ndarray, grid: _Grid):
+        (y0, y1, ly), (x0, x1, lx), w = grid.y, grid.x, grid.w
         ci, cj = np.divmod(cells, w)
-        width = col_count[cj]
-        counts = row_count[ci] * width
+        width = grid.col_count[cj]
+        counts = grid.row_count[ci] * width
         self.owner = np.repeat(np.arange(cells.size), counts)
         k = np.arange(self.owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
         width = width[self.owner]
-        self.rows = row_start[ci][self.owner] + k // width
-        self.cols = col_start[cj][self.owner] + k % width
+        self.rows = grid.row_start[ci][self.owner] + k // width
+        self.cols = grid.col_start[cj][self.owner] + k % width
         top, bottom = y0[self.rows] * w, y1[self.rows] * w
         left, right = x0[self.cols], x1[self.cols]
         self.index = (top + left, top + right, bottom + left, bottom + right)
@@ -169,17 +183,21 @@ class _Pixels:
     def value(self, flat: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Interpolated values at these pixels of the channels beginning at ``start`` (one
         flat offset per pixel) of ``flat`` logits, in the reference's operation order."""
-        i00, i01, i10, i11 = (np.take(flat, start + i) for i in self.index)
-        return (i00 * self.mx + i01 * self.lx) * self.my + (i10 * self.mx + i11 * self.lx) * self.ly
+        v00, v01, v10, v11 = (np.take(flat, start + i) for i in self.index)
+        top = v00 * self.mx + v01 * self.lx
+        bottom = v10 * self.mx + v11 * self.lx
+        return top * self.my + bottom * self.ly
 
 
-def _cell_batches(counts: np.ndarray, tables_y, tables_x, h: int, w: int):
-    """Cells in order of their candidate count, in slices of about PIXEL_CHUNK output pixels
-    (per-pixel work is the count of the slice's last cell, so slices stay homogeneous)."""
-    most = int(_ranges(tables_y[0], h)[1].max()) * int(_ranges(tables_x[0], w)[1].max())
+def _cell_batches(cells: np.ndarray, counts: np.ndarray, grid: _Grid) -> Iterator[np.ndarray]:
+    """Indices into ``cells`` in order of candidate count (slices stay homogeneous: per-pixel
+    work is the slice's largest count), sliced at about WORK_CHUNK pixel × candidate values."""
     order = np.argsort(counts, kind="stable")
-    for part in _chunks(order.size, PIXEL_CHUNK // max(most, 1)):
-        yield order[part]
+    work = np.cumsum(grid.pixels_per_cell(cells[order]) * counts[order])
+    stops = np.searchsorted(work, np.arange(WORK_CHUNK, int(work[-1]), WORK_CHUNK), "right")
+    bounds = np.unique(np.concatenate([[0], stops, [order.size]]))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        yield order[start:stop]
 
 
 def _candidate_table(mask: np.ndarray) -> np.ndarray:
@@ -197,16 +215,17 @@ def _candidate_labels(flat_logits: np.ndarray, pixels: _Pixels, table: np.ndarra
                       dtype) -> np.ndarray:
     """Labels from the candidate classes interpolated in ascending order (running maximum:
     the first maximum wins, as np.argmax)."""
-    classes = table[pixels.owner]
     plane = flat_logits.shape[1]
     flat = flat_logits.reshape(-1)
-    labels = classes[:, 0].astype(dtype)
-    best = pixels.value(flat, classes[:, 0] * plane)
-    for k in range(1, classes.shape[1]):
-        value = pixels.value(flat, classes[:, k] * plane)
+    classes = table[:, 0][pixels.owner]
+    labels = classes.astype(dtype)
+    best = pixels.value(flat, classes * plane)
+    for k in range(1, table.shape[1]):
+        classes = table[:, k][pixels.owner]
+        value = pixels.value(flat, classes * plane)
         better = value > best
         np.copyto(best, value, where=better)
-        np.copyto(labels, classes[:, k], where=better, casting="unsafe")
+        np.copyto(labels, classes, where=better, casting="unsafe")
     return labels
 
 
@@ -221,16 +240,15 @@ def resize_argmax(logits: np.ndarray, size: Tuple[int, int], align_corners: bool
         return low
     sentinel = _sentinel(low.dtype)
     codes = _cell_codes(low, sentinel)
-    tables_y = axis_table(h, out_h, bool(align_corners))
-    tables_x = axis_table(w, out_w, bool(align_corners))
-    labels = np.take(np.take(codes, tables_y[0], axis=0), tables_x[0], axis=1)
+    grid = _Grid(h, w, out_h, out_w, bool(align_corners))
+    labels = np.take(np.take(codes, grid.y[0], axis=0), grid.x[0], axis=1)
     disagree = np.flatnonzero(codes.reshape(-1) == sentinel)
     if disagree.size == 0:
         return labels
     flat_logits = logits.reshape(num_classes, h * w)
     mask = _candidates(flat_logits, disagree, h, w)
-    for batch in _cell_batches(mask.sum(0), tables_y, tables_x, h, w):
-        pixels = _Pixels(disagree[batch], tables_y, tables_x, h, w)
+    for batch in _cell_batches(disagree, mask.sum(0), grid):
+        pixels = _Pixels(disagree[batch], grid)
         labels[pixels.rows, pixels.cols] = _candidate_labels(
             flat_logits, pixels, _candidate_table(mask[:, batch]), labels.dtype)
     return labels
