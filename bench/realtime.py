@@ -192,10 +192,13 @@ def r50_processing(paths: dict, old, threads: int, reps: int) -> dict:
         out[f"{path}_post_share"] = round(out[f"{path}_post_ms"] / total, 4)
         out[f"{path}_outside_network_share"] = round(1 - out["network_ms"] / total, 4)
     stress = smooth_logits(logits.shape)
-    before_s, before = timed(lambda: old.restore_size(stress, image.shape, meta).argmax(0))
-    after_s, after = timed(lambda: seg.finish(stress, image.shape))
+    before_s, before = timed(lambda: old.restore_size(stress, image.shape, meta).argmax(0),
+                             "stress_before")
+    after_s, after = timed(lambda: seg.finish(stress, image.shape), "stress_after")
     out["synthetic_logits"] = {"before_post_ms": round(before_s * 1e3, 1),
                                "after_post_ms": round(after_s * 1e3, 1),
+                               "before_post_cpu_ms": cpu_ms("stress_before"),
+                               "after_post_cpu_ms": cpu_ms("stress_after"),
                                "classes_in_map": int(len(np.unique(before))),
                                "agreement": float((before == after).mean())}
     print(f"r50 cityscapes 1080p: {out}", file=sys.stderr)
@@ -263,8 +266,6 @@ def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: 
 def probe(kind: str, model: str, width: int, height: int, threads: int, ref: str) -> dict:
     """Run in a fresh process: peak RSS of one segment() (or of the post-processing alone on
     smooth 150-class logits: ``post``) on a width×height street frame."""
-    import resource
-
     from ccnet.processing import rescale_size
     from runtime.benchmark import peak_rss_mb, reset_peak_rss
 
@@ -286,12 +287,15 @@ def probe(kind: str, model: str, width: int, height: int, threads: int, ref: str
         old = load_before(ref, "ccnet/processing.py", "ccnet_before_processing", "ccnet")
         runner = OrtRunner(model, device="cpu", threads=threads)
         run = (lambda: old.segment(image, runner.meta, runner.infer))
+    load_peak = peak_rss_mb()  # VmHWM since this process started: loading model and image
     reset_peak_rss()
     before = peak_rss_mb()
     seconds = timed(run)[0]
+    call_peak = peak_rss_mb()
     return {"kind": kind, "size": f"{width}x{height}", "rss_before_mb": round(before, 1),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "seconds": round(seconds, 2),
-            "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(call_peak, 1), "load_peak_rss_mb": round(load_peak, 1),
+            "process_peak_rss_mb": round(max(load_peak, call_peak), 1),
+            "seconds": round(seconds, 2)}
 
 
 def memory(paths: dict, threads: int, ref: str) -> list:
@@ -336,8 +340,9 @@ def print_tables(result: dict) -> None:
               f"{v['after_fps']:.2f} ({v['after_share_of_pure'] * 100:.0f}%) | ccnet-video "
               f"{v['ccnet_video_fps']:.2f} ({v['ccnet_video_share_of_pure'] * 100:.0f}%)")
     for m in result.get("memory", []):
-        print(f"memory {m['kind']:>6} {m['size']:>9}: peak RSS {m['peak_rss_mb']:7.0f} MB "
-              f"(before the call {m['rss_before_mb']:.0f} MB), {m['seconds']} s")
+        print(f"memory {m['kind']:>6} {m['size']:>9}: process peak RSS "
+              f"{m['process_peak_rss_mb']:6.0f} MB (in the call {m['peak_rss_mb']:.0f} MB, "
+              f"{m['rss_before_mb']:.0f} MB before it), {m['seconds']} s")
 
 
 def main(argv=None) -> int:
@@ -361,6 +366,7 @@ def main(argv=None) -> int:
                                args.before)))
         return 0
 
+    from ccnet.files import write_json
     from runtime.benchmark import CpuShare, library_versions, machine_info
 
     os.makedirs(args.work, exist_ok=True)
@@ -386,8 +392,7 @@ def main(argv=None) -> int:
     result["load"] = {"other_processes_cpu_share": share.others(),
                       "loadavg": list(os.getloadavg())}
     print_tables(result)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

@@ -26,6 +26,8 @@ from ccnet.labels import (LABEL_HEAD_INPUT, LABEL_HEAD_KEY, LABEL_HEAD_OUTPUT, l
                           label_head_of)
 from ccnet.meta import ModelMeta
 
+from .metadata import read_metadata
+
 PREFIX = "label_head/"
 LOGITS = "logits"
 _ONNX_DTYPES = {"uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
@@ -124,8 +126,6 @@ def strip_label_head(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, bool]:
 
 def _logits_dims(model: onnx.ModelProto) -> list:
     """N×C×h×w of the logits from the recorded contract (symbolic names where dynamic)."""
-    from .metadata import read_metadata
-
     meta = read_metadata(model)
     if label_head_of(meta) is None:
         raise CCNetError("the model has a label-head input but its metadata does not describe "
