@@ -165,3 +165,67 @@ def test_calibration_keeps_the_head(demo_head, tmp_path, photos):
         assert int8.label_head and int8.meta.extra["precision"] == "int8"
         image = load_image(photos[0])
         assert (int8.segment(image) == fp32.segment(image)).mean() >= 0.95
+
+
+def test_trt_runner_binds_the_empty_size_input(demo_head, tmp_path, monkeypatch, request):
+    """TrtRunner + Segmenter on a label-head engine, driven by the TensorRT/CUDA doubles of
+    tests/trt_doubles.py with the context extended to a second input as TensorRT documents it:
+    IExecutionContext::setInputShape returns false outside the profile, output shapes are known
+    once every input shape is set, and enqueueV3 refuses an unbound (nullptr) tensor unless it is
+    an empty input — we bind 1 byte anyway.  The doubles write no outputs: this proves our
+    control flow (shapes, buffers, profile errors), not TensorRT's results."""
+    import trt_doubles
+    from runtime import OrtRunner, Segmenter, TrtRunner
+    from runtime.engine_info import EngineInfo, write_engine_info
+
+    profile = ((1, 3, 64, 64), (1, 3, 256, 341), (1, 3, 512, 1024))
+    sizes = ((0, 16, 16), (0, 480, 640), (0, 2160, 3840))
+    spec = trt_doubles.EngineSpec(output_name="labels", profile=profile, needs_plugin=False)
+    _, cudart = trt_doubles.install(monkeypatch, request, engines={b"plan": spec})
+
+    class HeadContext(trt_doubles._Context):
+        def set_input_shape(self, name, shape):
+            if name != LABEL_HEAD_INPUT:
+                return super().set_input_shape(name, shape)
+            if not all(a <= s <= b for a, s, b in zip(sizes[0], shape, sizes[2])):
+                return False
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            if name != "labels":
+                return super().get_tensor_shape(name)
+            return (self.shapes["input"][0],) + self.shapes[LABEL_HEAD_INPUT][1:]
+
+        def execute_async_v3(self, stream):
+            owner = cudart.device.get(self.addresses.get(LABEL_HEAD_INPUT), (None,))[0]
+            return owner == cudart.current_context() and super().execute_async_v3(stream)
+
+    monkeypatch.setattr(trt_doubles._Engine, "create_execution_context",
+                        lambda engine: HeadContext(engine._trt, engine._cudart, engine))
+    monkeypatch.setattr(trt_doubles._Engine, "get_tensor_dtype", lambda engine, name: (
+        engine._trt.DataType.INT32 if name == "labels" else engine._trt.DataType.FLOAT))
+    engine = tmp_path / "head.engine"
+    engine.write_bytes(b"plan")
+    meta = OrtRunner(demo_head).meta
+    write_engine_info(str(engine), EngineInfo(
+        tensorrt_version="10.16.0.1", meta=meta.to_dict(), output_name="labels",
+        output_kind="labels", cca="none", profiles=[{
+            "input": dict(zip(("min", "opt", "max"), map(list, profile))),
+            LABEL_HEAD_INPUT: dict(zip(("min", "opt", "max"), map(list, sizes)))}]))
+    runner = TrtRunner(str(engine))
+    assert runner.output_kind == "label_map"
+    batch = np.zeros((1, 3, 256, 341), np.float32)
+    labels = runner.infer_labels(batch, (480, 640))
+    assert labels.shape == (1, 480, 640) and labels.dtype == np.int32
+    ptr = runner.context.addresses[LABEL_HEAD_INPUT]
+    assert len(cudart.device[ptr][1]) == 1  # the empty input's 1-byte binding
+    with pytest.raises(CCNetError, match="outside the engine's profile for 'output_size'"):
+        runner.infer_labels(batch, (4320, 7680))
+    with pytest.raises(CCNetError, match="label head: call infer_labels"):
+        runner.infer(batch)
+    runner.close()
+    with Segmenter(str(engine)) as seg:
+        assert seg.label_head and seg.backend == "tensorrt"
+        out = seg.segment(np.zeros((480, 640, 3), np.uint8))
+        assert out.shape == (480, 640) and out.dtype == np.uint8  # label_dtype(8 classes)
