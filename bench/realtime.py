@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import types
+from typing import Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -215,9 +216,10 @@ def write_clip(path: str, height: int, width: int, frames: int) -> str:
     return path
 
 
-def pipeline_fps(video_class, segmenter, clip: str, out: str) -> float:
-    """Frames per second through a VideoSegmenter writing the overlay video, as ccnet-video."""
-    start, writer, frames = time.perf_counter(), None, 0
+def pipeline_fps(video_class, segmenter, clip: str, out: str) -> Tuple[float, float]:
+    """(frames per second, process CPU seconds per frame) through a VideoSegmenter writing the
+    overlay video, as ccnet-video does."""
+    start, cpu, writer, frames = time.perf_counter(), time.process_time(), None, 0
     for result in video_class(segmenter, queue_size=4).run(clip):
         if writer is None:
             h, w = result.overlay.shape[:2]
@@ -225,7 +227,7 @@ def pipeline_fps(video_class, segmenter, clip: str, out: str) -> float:
         writer.write(result.overlay)
         frames += 1
     writer.release()
-    return frames / (time.perf_counter() - start)
+    return frames / (time.perf_counter() - start), (time.process_time() - cpu) / frames
 
 
 def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: int,
@@ -241,23 +243,31 @@ def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: 
         write_clip(clip, 720, 1280, frames)
     batch = seg.preprocessor(street_frame(720, 1280)).copy()
     seg.infer(batch)
-    network, fps = [], {"before": [], "after": [], "ccnet_video": []}
+    network, fps = [], {"before": [], "after": []}
+    cpu = {"before": [], "after": []}
     out = os.path.join(work, "out.mp4")
     for _ in range(rounds):
-        network += [timed(lambda: seg.infer(batch))[0] for _ in range(5)]
-        fps["before"].append(pipeline_fps(old_video.VideoSegmenter, seg, clip, out))
-        fps["after"].append(pipeline_fps(VideoSegmenter, seg, clip, out))
+        network += [timed(lambda: seg.infer(batch), "video_network")[0] for _ in range(5)]
+        for key, video_class in (("before", old_video.VideoSegmenter),
+                                 ("after", VideoSegmenter)):
+            rate, seconds = pipeline_fps(video_class, seg, clip, out)
+            fps[key].append(rate)
+            cpu[key].append(seconds)
         summary = segment_video(paths["demo"], clip, output=out, progress=False, device="cpu",
                                 threads=threads)
-        fps["ccnet_video"].append(summary["fps"])
-    pure = 1e3 / median_ms(network)
+        fps.setdefault("ccnet_video", []).append(summary["fps"])
+    pure, network_cpu = 1e3 / median_ms(network), cpu_ms("video_network")
     result = {"frames": frames, "rounds": rounds, "pure_inference_fps": round(pure, 2),
-              "network_ms": median_ms(network),
+              "network_ms": median_ms(network), "network_cpu_ms": network_cpu,
               "ccnet_video_ms_per_frame": {k: round(v, 2)
                                            for k, v in summary["ms_per_frame"].items()}}
     for key, values in fps.items():
         result[f"{key}_fps"] = round(float(np.mean(values)), 2)
         result[f"{key}_share_of_pure"] = round(float(np.mean(values)) / pure, 3)
+    for key, values in cpu.items():
+        # CPU-bound on the same cores, throughput ÷ pure inference rate = this ratio.
+        result[f"{key}_cpu_ms_per_frame"] = round(float(np.mean(values)) * 1e3, 1)
+        result[f"{key}_cpu_share"] = round(network_cpu / (float(np.mean(values)) * 1e3), 3)
     print(f"video 720p: {result}", file=sys.stderr)
     return result
 
@@ -338,7 +348,9 @@ def print_tables(result: dict) -> None:
         print(f"video 1280x720: pure inference {v['pure_inference_fps']:.2f} FPS | pipeline "
               f"before {v['before_fps']:.2f} ({v['before_share_of_pure'] * 100:.0f}%) | after "
               f"{v['after_fps']:.2f} ({v['after_share_of_pure'] * 100:.0f}%) | ccnet-video "
-              f"{v['ccnet_video_fps']:.2f} ({v['ccnet_video_share_of_pure'] * 100:.0f}%)")
+              f"{v['ccnet_video_fps']:.2f} ({v['ccnet_video_share_of_pure'] * 100:.0f}%) | "
+              f"network CPU ÷ pipeline CPU per frame: before {v['before_cpu_share'] * 100:.0f}%, "
+              f"after {v['after_cpu_share'] * 100:.0f}%")
     for m in result.get("memory", []):
         print(f"memory {m['kind']:>6} {m['size']:>9}: process peak RSS "
               f"{m['process_peak_rss_mb']:6.0f} MB (in the call {m['peak_rss_mb']:.0f} MB, "
