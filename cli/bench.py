@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import args as common
-from .app import entry_point
+from .app import entry_point, log
 
 DESCRIPTION = ("Benchmark a CCNet model (.onnx, .engine, .pth or zoo name) end to end: "
                "decode, preprocess, infer and postprocess per image size; p50/p90/p99 latency, "
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         options["cuda_graph"] = True
     report = benchmark(args.model, sizes=args.sizes, batch=args.batch, warmup=args.warmup,
                        reps=args.reps, image=args.image, backend=args.backend,
-                       threads=args.threads, **options)
+                       threads=args.threads, log=log, **options)
     print(format_report(report))
     if args.json:
         write_json(args.json, report)

@@ -72,6 +72,7 @@ def _bad_argv(name, tmp_path):
         "train": ["--model", f"{missing}.pth", "--data", tmp_path, "--out", tmp_path / "m.pth"],
         "synthetic": ["--out", tmp_path / "scenes", "--num", "0"],
         "zoo": ["--dataset", "nope"],
+        "bench": ["--model", f"{missing}.onnx", "--sizes", "640x480"],
         "deploy": ["--model", f"{missing}.pth", "--out", tmp_path / "deployed"],
         "triton-repo": ["--model", f"{missing}.onnx", "--repo", tmp_path / "repo"],
         "batch": ["--model", f"{missing}.onnx", "--input", tmp_path, "--output",
