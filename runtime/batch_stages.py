@@ -7,9 +7,10 @@
                    (whole/slide), resize logits back, argmax → label map
     write_rows     label PNG (+ overlay, + logits) per image, atomically
 
-Per image this is ``ccnet.processing.preprocess`` (check, resize, normalize), ``network_logits``,
-``restore_size`` and argmax in that order: exactly ``Segmenter.segment``.  The resize runs in
-the light CPU stage and ships uint8 pixels to the worker, a quarter of the bytes of the
+Per image this is ``ccnet.processing.preprocess`` (check, resize, normalize), then
+``Segmenter.network_pass`` and ``Segmenter.finish`` (label head, or the host resize back + argmax;
+``restore_size`` + argmax when the logits are kept): exactly ``Segmenter.segment``.  The resize
+runs in the light CPU stage and ships uint8 pixels to the worker, a quarter of the bytes of the
 normalized float32 input; the label map leaves the worker instead of the C×H×W logits.
 
 A failure of one image (unreadable file, a frame a stage rejects) becomes a "failed" row with
@@ -28,7 +29,8 @@ from ccnet.errors import CCNetError, first_line
 from ccnet.images import check_image, load_image
 from ccnet.labels import as_png_labels, png_label_dtype
 from ccnet.meta import ModelMeta
-from ccnet.processing import network_logits, normalize, resize_keep_ratio, restore_size
+from ccnet.label_resize import first_argmax
+from ccnet.processing import normalize, resize_keep_ratio, restore_size
 from ccnet.visualize import overlay
 
 from .batch_outputs import OutputLayout
@@ -196,12 +198,15 @@ class SegmentWorker:
         t0 = time.perf_counter()
         batch = normalize(resized, self.meta)[None]
         t1 = time.perf_counter()
-        logits = network_logits(batch, self.meta, self.segmenter.infer)[0]
+        output = self.segmenter.network_pass(batch, size)[0]
         t2 = time.perf_counter()
-        full = restore_size(logits, size, self.meta)
-        labels = as_png_labels(full.argmax(axis=0), self.meta.num_classes)
+        if self.keep_logits:
+            full = restore_size(output, size, self.meta)
+            labels = first_argmax(full)
+        else:  # label head or the host fast path: no full-size logits are ever built
+            full, labels = None, self.segmenter.finish(output, size)
         times = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, _elapsed_ms(t2))
-        return labels, (full if self.keep_logits else None), times
+        return as_png_labels(labels, self.meta.num_classes), full, times
 
     def __call__(self, batch: Batch) -> Batch:
         status, error = list(batch["status"]), list(batch["error"])

@@ -7,7 +7,7 @@ here :class:`SegmentationModel`, one per model instance, each with its own
 type).  Tensor contract: ``runtime.serving_contract``.
 
 Triton's dynamic batcher only groups requests whose inputs have the same shape, so a batch holds
-images of one size; each image still goes through ``Segmenter.predict`` on its own, so a
+images of one size; each image still goes through ``Segmenter.segment`` on its own, so a
 served label map is bit-identical to segmenting the image in-process.
 
 Lifecycle: the model instances are created and warmed up (one inference each) before Triton
@@ -104,14 +104,15 @@ class SegmentationModel:
 
     def _answer(self, images: List[np.ndarray], want_logits: bool) -> Dict[str, np.ndarray]:
         num_classes = self.segmenter.meta.num_classes
-        predictions = [self.segmenter.predict(image) for image in images]
         batched = self.options.batched
-        answer = {LABELS: stack_outputs([as_labels(p.labels, num_classes) for p in predictions],
-                                        batched)}
-        if want_logits:
-            answer[LOGITS] = stack_outputs([p.logits.astype(np.float32, copy=False)
-                                            for p in predictions], batched)
-        return answer
+        if not want_logits:  # the fast path: no full-size logits are ever built
+            labels = [self.segmenter.segment(image) for image in images]
+            return {LABELS: stack_outputs([as_labels(x, num_classes) for x in labels], batched)}
+        predictions = [self.segmenter.predict(image) for image in images]
+        return {LABELS: stack_outputs([as_labels(p.labels, num_classes) for p in predictions],
+                                      batched),
+                LOGITS: stack_outputs([p.logits.astype(np.float32, copy=False)
+                                       for p in predictions], batched)}
 
     def __call__(self, requests) -> List[Dict[str, np.ndarray]]:
         images = self._images(requests)

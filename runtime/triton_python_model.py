@@ -1,7 +1,7 @@
 """The Triton Python-backend model of an exported repository (``ccnet triton-repo``).
 
 Per request: the inputs are checked and decoded as ``ccnet serve`` does
-(``runtime.serving_contract``), each image goes through ``ccnet.processing.segment`` — the
+(``runtime.serving_contract``), each image goes through ``ccnet.processing.segment_labels`` — the
 pre/post-processing ``Segmenter`` uses — with the network pass sent to the repository's
 network model through Triton's BLS API (one call per whole image or slide window).  A bad
 request gets its own one-line error response; the other requests of the batch are answered.
@@ -17,7 +17,7 @@ import numpy as np
 
 from ccnet.errors import CCNetError, first_line
 from ccnet.meta import ModelMeta
-from ccnet.processing import segment
+from ccnet.processing import segment_labels
 
 from .serving_contract import (ENCODED, IMAGE, LABELS, as_labels, request_images,
                                stack_outputs)
@@ -64,7 +64,7 @@ class TritonPythonModel:
         try:
             images = request_images(self._input(request, IMAGE), self._input(request, ENCODED),
                                     self.batched, self.max_side)
-            labels = [as_labels(segment(image, self.meta, self.network_pass).labels,
+            labels = [as_labels(segment_labels(image, self.meta, self.network_pass),
                                 self.meta.num_classes) for image in images]
             output = pb.Tensor(LABELS, stack_outputs(labels, self.batched))
             return pb.InferenceResponse(output_tensors=[output])
