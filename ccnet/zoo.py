@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from .errors import CCNetError
-from .meta import ModelMeta
+from .meta import LIMITS, ModelMeta, check_int, check_str
 
 ZOO_URL_ROOT = "https://download.openmmlab.com/mmsegmentation/v0.5/ccnet"
 
@@ -219,11 +219,43 @@ def custom_config(name: str = "custom", *, depth: int = 50, num_classes: int = 1
                   channels: int = 512, aux_channels: Optional[int] = 256, recurrence: int = 2,
                   dataset: str = "custom", **kwargs) -> ModelConfig:
     """A config for a user-trained CCNet (other depth, class count, head width, recurrence)."""
-    if depth not in RESNET_DEPTHS:
-        raise CCNetError(f"unsupported ResNet depth {depth}: use one of "
+    return validate_config(ModelConfig(
+        name=name, depth=depth, num_classes=num_classes, channels=channels,
+        aux_channels=aux_channels, recurrence=recurrence, dataset=dataset, **kwargs))
+
+
+def validate_config(config: ModelConfig) -> ModelConfig:
+    """Check a config's architecture against sane values and :data:`ccnet.meta.LIMITS` (and
+    its inference settings through :class:`ModelMeta`) before anything is built from it.
+
+    Configs come from checkpoint metadata and tensor shapes, i.e. from downloaded files, so a
+    class count or width that would allocate gigabytes, or a recurrence that would run for
+    hours, is refused here with a one-line error."""
+    limits = LIMITS
+    check_str("config name", config.name)
+    check_str("dataset", config.dataset)
+    if config.depth not in RESNET_DEPTHS or isinstance(config.depth, bool):
+        raise CCNetError(f"unsupported ResNet depth {config.depth!r}: use one of "
                          f"{', '.join(map(str, RESNET_DEPTHS))}")
-    if num_classes < 1 or channels < 8 or recurrence < 0:
-        raise CCNetError("num_classes must be >= 1, channels >= 8 and recurrence >= 0")
-    return ModelConfig(name=name, depth=depth, num_classes=num_classes, channels=channels,
-                       aux_channels=aux_channels, recurrence=recurrence, dataset=dataset,
-                       **kwargs)
+    check_int("num_classes", config.num_classes, 1, limits.max_classes,
+              limits.hint("max_classes"))
+    # The attention's query/key convs have channels // 8 outputs.
+    check_int("channels", config.channels, 8, limits.max_channels, limits.hint("max_channels"))
+    if config.aux_channels is not None:
+        check_int("aux_channels", config.aux_channels, 1, limits.max_channels,
+                  limits.hint("max_channels"))
+    check_int("recurrence", config.recurrence, 1, limits.max_recurrence,
+              "0 would be a CCNet without attention; " + limits.hint("max_recurrence"))
+    check_int("stem_channels", config.stem_channels, 2, limits.max_channels,
+              limits.hint("max_channels"))
+    check_int("base_channels", config.base_channels, 1, limits.max_channels,
+              limits.hint("max_channels"))
+    if config.in_channels > limits.max_channels:
+        raise CCNetError(f"base_channels {config.base_channels} gives {config.in_channels} "
+                         f"channels in the last stage ({limits.hint('max_channels')})")
+    if config.classes is not None and (isinstance(config.classes, (str, bytes)) or len(
+            config.classes) != config.num_classes):
+        raise CCNetError(f"config {config.name!r} names {len(config.classes)} classes for "
+                         f"num_classes={config.num_classes}")
+    config.meta()  # classes, palette, scale, mode, window: the one ModelMeta validation
+    return config
