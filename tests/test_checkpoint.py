@@ -175,7 +175,7 @@ def test_unsafe_objects_refused(tmp_path, tiny_ckpt):
     raw["meta"]["seed"] = np.int64(3)
     path = tmp_path / "numpy_meta.pth"
     torch.save(raw, path)
-    with pytest.raises(CCNetError, match="safe load refuses"):
+    with pytest.raises(CCNetError, match="refused as unsafe"):
         load_model(str(path))
 
 
