@@ -35,7 +35,7 @@ TTA_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 def rescale_size(width: int, height: int, scale: Sequence[int]) -> Tuple[int, int]:
     """mmcv.rescale_size with keep_ratio: returns (new_w, new_h)."""
     s = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(width * s + 0.5), int(height * s + 0.5)
+    return max(1, int(width * s + 0.5)), max(1, int(height * s + 0.5))  # 1×4000 keeps 1 px
 
 
 def resize_keep_ratio(image: np.ndarray, scale: Sequence[int],
