@@ -18,6 +18,8 @@ def _int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from export.verify import DEFAULT_ATOL, DEFAULT_RTOL, MIN_AGREEMENT
+
     common.add_model(parser, help="checkpoint file, URL, zoo name or built-in model name")
     parser.add_argument("--out", required=True, help="ONNX file to write")
     common.add_config(parser)
@@ -45,15 +47,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="photo to verify the file on (default: a synthetic photo-like image)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip onnx.checker and the ONNX Runtime vs PyTorch comparison")
+    parser.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="FRACTION",
+                        help="verification: least argmax agreement with PyTorch (default "
+                             f"{MIN_AGREEMENT:g})")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="verification: absolute logit tolerance; a logit passes within "
+                             f"max(atol, rtol × |logit|) (default {DEFAULT_ATOL:g})")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                        help=f"verification: relative logit tolerance (default {DEFAULT_RTOL:g})")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load a checkpoint with NaN/Inf weights (refused by default; its "
+                             "verification still fails unless --no-verify)")
 
 
 def run(args: argparse.Namespace) -> int:
     from export.to_onnx import export_onnx
+    from export.verify import Tolerance
 
+    tolerance = Tolerance(atol=args.atol, rtol=args.rtol, min_agreement=args.min_agreement)
     export_onnx(args.model, args.out, config=args.config, opset=args.opset, batch=args.batch,
                 height=args.height, width=args.width, output=args.output, cca=args.cca,
                 function=not args.no_function, fp16=args.fp16, verify=not args.no_verify,
-                verify_image=args.verify_image, log=log, label_head=args.label_head)
+                verify_image=args.verify_image, tolerance=tolerance,
+                allow_nonfinite=args.allow_nonfinite, log=log, label_head=args.label_head)
     return 0
 
 

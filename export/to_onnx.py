@@ -44,8 +44,8 @@ from .graph import DEFAULT_OPSET, MIN_OPSET, attach_cca_function, cca_nodes, con
 from .label_head import add_label_head, with_head_metadata
 from .metadata import set_metadata
 from .torch_export import labels_module, load_torch_model, torch_export
-from .verify import (MIN_SIZE, ImageLike, verification_inputs, verify_against_torch,
-                     verify_label_head, write_verified)
+from .verify import (MIN_SIZE, ImageLike, Tolerance, verification_inputs,
+                     verify_against_torch, verify_label_head, write_verified)
 
 CCA_FORMS = ("plugin", "native")
 OUTPUTS = ("logits", "labels")
@@ -124,22 +124,24 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
                 fp16: bool = False, verify: bool = True, log: Callable = print,
                 verify_image: ImageLike = None,
                 verify_sizes: Optional[Sequence[Tuple[int, int, int]]] = None,
-                label_head: bool = False) -> dict:
+                label_head: bool = False, tolerance: Tolerance = Tolerance(),
+                allow_nonfinite: bool = False) -> dict:
     """Export a CCNet (checkpoint as for ``ccnet.load_model``, or a loaded CCNet) to ``out``.
 
     ``verify_image`` (a path or BGR array; default a synthetic photo) is what the file is
     compared with PyTorch on: at the model's test scale capped to 512 px, and at a second size
-    with batch 2 — or at the (N, H, W) ``verify_sizes``.  ``label_head``: append the resize back
-    and argmax (``export/label_head.py``), verified against the host resize + argmax.  Returns a
-    report: out, opset, cca, function, precision, output, label_head, cca_nodes, verification
-    (per input: shape, max_abs_error, max_abs_logit, agreement; label_head: its agreement),
+    with batch 2 — or at the (N, H, W) ``verify_sizes``, and must meet ``tolerance`` (argmax
+    agreement, polygraphy-style atol/rtol).  ``label_head``: append the resize back and argmax
+    (``export/label_head.py``), verified against the host resize + argmax.  Returns a report:
+    out, opset, cca, function, precision, output, label_head, cca_nodes, verification (per input:
+    shape, agreement, max_abs_error, p99_abs_error, max_abs_logit; label_head: its agreement),
     seconds.  Raises CCNetError on bad input or a failed check,
     leaving no file.
     """
     start = time.time()
     check_options(opset, batch, height, width, output, cca, function, label_head)
     out = check_output_file(os.fspath(out), what="ONNX output")
-    model = load_torch_model(ckpt, config)
+    model = load_torch_model(ckpt, config, allow_nonfinite)
     if label_head and model.meta.mode != "whole":
         raise CCNetError(f"{model.meta.name} runs in slide mode, which averages logits over "
                          "windows: --label-head serves whole-image models only; export logits")
@@ -171,7 +173,8 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
     def verify_fn(_path):
         if not verify:
             return []
-        results = verify_against_torch(runnable, module, inputs, output == "labels", fp16, log)
+        results = verify_against_torch(runnable, module, inputs, output == "labels", fp16, log,
+                                       tolerance)
         if label_head:
             head = verify_label_head(add_label_head(runnable, meta), runnable, inputs, meta, log)
             for result, head_result in zip(results, head):

@@ -14,7 +14,7 @@ from .graph import DEFAULT_OPSET, contract, node_attributes, register_schema
 DYNAMIC_NAMES = ("batch", "height", "width")
 
 
-def load_torch_model(ckpt, config=None):
+def load_torch_model(ckpt, config=None, allow_nonfinite: bool = False):
     """A CPU CCNet in eval mode from a loaded model (copied off the GPU if needed) or anything
     ``ccnet.load_model`` accepts."""
     import torch
@@ -24,7 +24,7 @@ def load_torch_model(ckpt, config=None):
     else:
         from ccnet.checkpoint import load_model
 
-        model = load_model(ckpt, config)
+        model = load_model(ckpt, config, allow_nonfinite=allow_nonfinite)
     model = model.eval()
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()

@@ -3,6 +3,8 @@ against PyTorch (or FP16 against FP32) on a photo-sized input.  Shared by the FP
 FP16 conversion; a file that fails is never left behind."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -14,10 +16,16 @@ from ccnet.meta import ModelMeta
 
 from .graph import register_schema
 
-# FP32 file vs PyTorch: logits within this fraction of the largest |logit|, and argmax equal on
-# nearly every pixel.
-MAX_REL_LOGIT_ERROR = 1e-4
-MIN_AGREEMENT = 0.9999
+# FP32 file vs PyTorch.  The primary criterion is argmax agreement (the labels users get); the
+# logits must also be close, polygraphy-style: an element passes when |got - expected| <=
+# max(atol, rtol * |expected|).  FP32 rounding through 100+ layers (R50/R101-D8) legitimately
+# moves logits by ~1e-4 of the largest |logit| (0.0022 on an R50-D8 ADE20K model whose argmax
+# agrees on 100 % of pixels), so the defaults leave room for that while an export defect
+# (a wrong op, layout or weight) moves logits by whole units.  polygraphy's own defaults
+# (1e-5/1e-5) are sized for single layers.
+DEFAULT_ATOL = 1e-2
+DEFAULT_RTOL = 1e-3
+MIN_AGREEMENT = 0.999
 # FP16 on real photos (tests/test_fp16.py holds the trained model to this).
 FP16_MIN_AGREEMENT = 0.995
 # The export-time gate for FP16 is looser: it refuses broken conversions, while random-weight
@@ -31,6 +39,25 @@ VERIFY_MAX_SIDE = 512
 MIN_SIZE = 16
 
 ImageLike = Union[None, str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an FP32 file must meet against PyTorch (``ccnet export --atol/--rtol/
+    --min-agreement``)."""
+
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    min_agreement: float = MIN_AGREEMENT
+
+    def __post_init__(self):
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise CCNetError(f"--{name} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.min_agreement, (int, float)) and 0 <= self.min_agreement <= 1):
+            raise CCNetError(f"--min-agreement must be a fraction in [0, 1], got "
+                             f"{self.min_agreement!r}")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -111,51 +138,93 @@ def write_verified(model: onnx.ModelProto, out: str, verify_fn: Callable[[str], 
         return verify_fn(tmp)
 
 
-def compare(expected: np.ndarray, got: np.ndarray, labels: bool) -> dict:
-    """Max abs logit error, the largest |logit| and argmax agreement of two outputs."""
+def check_finite(array: np.ndarray, what: str, shape) -> None:
+    """Refuse NaN/Inf outputs: every comparison with NaN is False and argmax of an all-NaN row
+    is 0 on both sides, so without this a broken model would "agree" on 100 % of pixels."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise CCNetError(f"verification failed: {what} has {bad} NaN/Inf value(s) at input "
+                         f"{tuple(shape)}; the weights or the file are broken")
+
+
+def compare(expected: np.ndarray, got: np.ndarray, labels: bool,
+            tolerance: Tolerance = Tolerance()) -> dict:
+    """Argmax agreement and the logit error distribution (max, p99, largest |logit|, elements
+    outside the tolerance) of two outputs."""
     if labels:
         return {"agreement": float((expected == got).mean())}
-    err = float(np.abs(expected.astype(np.float64) - got).max())
-    return {"max_abs_error": err, "max_abs_logit": float(np.abs(expected).max()),
-            "agreement": float((expected.argmax(1) == got.argmax(1)).mean())}
+    err = np.abs(expected.astype(np.float64) - got)
+    allowed = np.maximum(tolerance.atol, tolerance.rtol * np.abs(expected.astype(np.float64)))
+    return {"agreement": float((expected.argmax(1) == got.argmax(1)).mean()),
+            "max_abs_error": float(err.max()), "p99_abs_error": float(np.percentile(err, 99)),
+            "max_abs_logit": float(np.abs(expected).max()),
+            "outside_tolerance": int(np.count_nonzero(err > allowed))}
 
 
-def check_comparison(result: dict, shape, labels: bool, fp16: bool) -> None:
-    """Raise CCNetError when a comparison misses the limits above."""
-    min_agreement = FP16_VERIFY_MIN_AGREEMENT if fp16 else MIN_AGREEMENT
+def check_comparison(result: dict, shape, labels: bool, fp16: bool,
+                     tolerance: Tolerance = Tolerance()) -> None:
+    """Raise CCNetError when a comparison misses the agreement or the tolerance."""
+    min_agreement = FP16_VERIFY_MIN_AGREEMENT if fp16 else tolerance.min_agreement
     if result["agreement"] < min_agreement:
         raise CCNetError(f"verification failed: argmax agreement {result['agreement'] * 100:.3f}%"
                          f" < {min_agreement * 100:.2f}% at input {tuple(shape)}")
-    if not labels and not fp16 and \
-            result["max_abs_error"] > MAX_REL_LOGIT_ERROR * result["max_abs_logit"]:
-        raise CCNetError(f"verification failed: max abs logit error {result['max_abs_error']:.3g}"
-                         f" > {MAX_REL_LOGIT_ERROR:g} × max|logit| at input {tuple(shape)}")
+    if not labels and not fp16 and result["outside_tolerance"]:
+        raise CCNetError(
+            f"verification failed: {result['outside_tolerance']} logit(s) differ by more than "
+            f"max(atol={tolerance.atol:g}, rtol={tolerance.rtol:g} × |logit|) at input "
+            f"{tuple(shape)} (max abs error {result['max_abs_error']:.3g}, p99 "
+            f"{result['p99_abs_error']:.3g}); loosen with --atol/--rtol if the model is known "
+            "to be this sensitive")
+
+
+def _torch_outputs(module, x: np.ndarray, labels: bool):
+    """PyTorch's output for ``x`` and the logits behind it (checked for NaN/Inf even when the
+    file outputs labels)."""
+    import torch
+
+    net = getattr(module, "net", None) if labels else module
+    with torch.inference_mode():
+        if net is None:
+            return module(torch.from_numpy(x)).numpy(), None
+        logits = net(torch.from_numpy(x))
+        return (logits.argmax(1) if labels else logits).numpy(), logits.numpy()
 
 
 def verify_against_torch(runnable: onnx.ModelProto, module, inputs: List[np.ndarray],
-                         labels: bool, fp16: bool, log: Callable = print) -> List[dict]:
+                         labels: bool, fp16: bool, log: Callable = print,
+                         tolerance: Tolerance = Tolerance()) -> List[dict]:
     """Run ORT CPU and PyTorch on each input; raise CCNetError if a limit is missed."""
     import onnxruntime as ort
-    import torch
 
-    session = ort.InferenceSession(runnable.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(runnable.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT's own error types (Fail, InvalidGraph, ...)
+        raise CCNetError(f"verification failed: ONNX Runtime cannot load the exported model "
+                         f"({first_line(e)})") from None
     results = []
     for x in inputs:
-        with torch.inference_mode():
-            expected = module(torch.from_numpy(x)).numpy()
-        got = session.run(None, {"input": x})[0]
+        expected, logits = _torch_outputs(module, x, labels)
+        if logits is not None:
+            check_finite(logits, "the PyTorch model's output", x.shape)
+        try:
+            got = session.run(None, {"input": x})[0]
+        except Exception as e:
+            raise CCNetError(f"verification failed: ONNX Runtime cannot run the exported model "
+                             f"at input {tuple(x.shape)} ({first_line(e)})") from None
         if got.shape != expected.shape:
             raise CCNetError(f"verification failed: ONNX Runtime output shape {got.shape} != "
                              f"PyTorch {expected.shape} for input {x.shape}")
-        r = {"shape": list(x.shape), **compare(expected, got, labels)}
+        if not labels:
+            check_finite(got, "the ONNX Runtime output", x.shape)
+        r = {"shape": list(x.shape), **compare(expected, got, labels, tolerance)}
         results.append(r)
         what = "fp16 vs PyTorch fp32" if fp16 else "vs PyTorch"
-        err = (f"max abs logit error {r['max_abs_error']:.3g} (max |logit| "
-               f"{r['max_abs_logit']:.3g}), " if not labels else "")
-        log(f"verify ORT CPU {what} {tuple(x.shape)}: {err}argmax agreement "
-            f"{r['agreement'] * 100:.3f}%")
-        check_comparison(r, x.shape, labels, fp16)
+        err = (f", logit error max {r['max_abs_error']:.3g} p99 {r['p99_abs_error']:.3g} (max "
+               f"|logit| {r['max_abs_logit']:.3g})" if not labels else "")
+        log(f"verify ORT CPU {what} {tuple(x.shape)}: argmax agreement "
+            f"{r['agreement'] * 100:.3f}%{err}")
+        check_comparison(r, x.shape, labels, fp16, tolerance)
     return results
 
 
