@@ -15,15 +15,17 @@ from typing import Iterable, List, Optional
 import numpy as np
 import onnx
 
-from ccnet.errors import CCNetError
+from ccnet.errors import CCNetError, first_line
 from ccnet.files import check_output_file
 from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
+from ccnet.meta import LIMITS
 
 from .graph import attach_cca_function, cca_functions, cca_nodes
 from .label_head import add_label_head, strip_label_head
-from .metadata import read_metadata, set_metadata
-from .onnx_file import load_onnx
-from .verify import (FP16_VERIFY_MIN_AGREEMENT, ImageLike, head_check_size, photo_input,
+from .metadata import check_checksum, read_metadata, set_metadata
+from .onnx_file import image_input, load_onnx
+from .verify import (FP16_VERIFY_MIN_AGREEMENT, ImageLike, check_finite, head_check_size,
+                     photo_input,
                      write_verified)
 
 # Activations above this stay float32: FP16 tops out at 65504 and the next op (Add/Conv) must
@@ -34,7 +36,21 @@ FP32_OPS = ["Resize", "Upsample", "Range"]
 
 
 def overflow_nodes(model: onnx.ModelProto, feed: dict, limit: float = OVERFLOW_LIMIT) -> List[str]:
-    """Names of main-graph float nodes whose output reaches ``limit`` on ``feed`` (ORT CPU)."""
+    """Names of main-graph float nodes whose output reaches ``limit`` on ``feed`` (ORT CPU).
+
+    The model may be any file a user passes: whatever onnx or ONNX Runtime reject on the way
+    is a one-line CCNetError."""
+    try:
+        return _probe(model, feed, limit)
+    except CCNetError:
+        raise
+    except Exception as e:  # InferenceError, ORT's Fail/InvalidGraph/..., bad shapes
+        raise CCNetError(f"ONNX Runtime cannot run the model to find layers that overflow FP16 "
+                         f"({type(e).__name__}: {first_line(e, 200)}): pass an unmodified "
+                         "ccnet-export FP32 file") from None
+
+
+def _probe(model: onnx.ModelProto, feed: dict, limit: float) -> List[str]:
     import onnxruntime as ort
 
     probe = copy.deepcopy(model)
@@ -81,12 +97,17 @@ def convert_model(model: onnx.ModelProto, keep_fp32_nodes: Iterable[str] = (),
                 f"{', '.join(hot[:6])}{' ...' if len(hot) > 6 else ''}")
         blocked.update(hot)
     had_function = bool(cca_functions(model))
-    with warnings.catch_warnings():  # one warning per tiny weight clipped to 1e-7: noise
-        warnings.simplefilter("ignore", UserWarning)
-        converted = float16.convert_float_to_float16(
-            copy.deepcopy(model), keep_io_types=True,
-            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + FP32_OPS,
-            node_block_list=sorted(blocked))
+    try:
+        with warnings.catch_warnings():  # one warning per tiny weight clipped to 1e-7: noise
+            warnings.simplefilter("ignore", UserWarning)
+            converted = float16.convert_float_to_float16(
+                copy.deepcopy(model), keep_io_types=True,
+                op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + FP32_OPS,
+                node_block_list=sorted(blocked))
+    except Exception as e:  # the converter assumes a well-formed graph
+        raise CCNetError(f"onnxconverter-common cannot convert the model to FP16 "
+                         f"({type(e).__name__}: {first_line(e, 200)}): pass an unmodified "
+                         "ccnet-export FP32 file") from None
     _restore_float_outputs(model, converted)
     # The converter ignores model-local functions; ours is dtype-generic (CastLike) with the
     # energies and softmax in float32, so put a fresh copy back.
@@ -104,7 +125,10 @@ def _restore_float_outputs(original: onnx.ModelProto, converted: onnx.ModelProto
         if want.get(out.name) != onnx.TensorProto.FLOAT or \
                 out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             continue
-        producer = next(n for n in graph.node if out.name in n.output)
+        producer = next((n for n in graph.node if out.name in n.output), None)
+        if producer is None:
+            raise CCNetError(f"output {out.name!r} is produced by no node: pass an unmodified "
+                             "ccnet-export FP32 file")
         upstream = next((n for n in graph.node if producer.op_type == "Cast"
                          and producer.input[0] in n.output), None)
         if upstream is not None and upstream.op_type in FP32_OPS:
@@ -129,38 +153,40 @@ def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print,
 
     ``verify_image`` (a path or BGR array; default a synthetic photo) finds the layers that must
     stay float32 and, with ``verify``, checks the result: onnx full check, then ONNX Runtime FP16
-    vs FP32 argmax agreement >= 99%.  A label-head file keeps its head (float32 resize).  The output is written atomically; nothing is left on
-    failure.
+    vs FP32 argmax agreement >= 99% with finite outputs.  A label-head file keeps its head
+    (float32 resize).  The output is written atomically; nothing is left on failure.
     """
-    check_output_file(out_path, what="FP16 output")
+    check_output_file(out_path, (".onnx",), what="FP16 output")
     model = load_onnx(in_path)
+    check_checksum(model, in_path)
     meta = read_metadata(model)
     model, label_head = strip_label_head(model)  # convert the logits part, re-attach the head
     if meta.extra.get("precision", "fp32") != "fp32":
         raise CCNetError(f"{in_path} is {meta.extra.get('precision')}: convert an FP32 export")
-    contract_in = meta.extra.get("contract", {}).get("input", {})
-    shape = contract_in.get("shape", ["batch", 3, "height", "width"])
-    feed_input = photo_input(meta, verify_image,
-                             fixed_hw=tuple(s if isinstance(s, int) else None for s in shape[2:4]))
-    if isinstance(shape[0], int):
-        feed_input = np.repeat(feed_input, shape[0], axis=0)
-    fp16 = convert_model(model, calibration_feed={"input": feed_input}, log=log)
-    feed = {"input": feed_input}
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        raise CCNetError(f"{in_path} imports no standard ONNX opset: pass a ccnet-export file")
+    input_name, dims = image_input(model, in_path)
+    fixed = (dims[0] or 1) * (dims[2] or 1) * (dims[3] or 1)
+    if fixed > LIMITS.max_image_pixels:
+        raise CCNetError(f"{in_path}: fixed input {dims} is larger than the probe can feed "
+                         f"({LIMITS.hint('max_image_pixels')})")
+    feed_input = photo_input(meta, verify_image, fixed_hw=(dims[2], dims[3]))
+    if dims[0] is not None:
+        feed_input = np.repeat(feed_input, dims[0], axis=0)
+    feed = {input_name: feed_input}
+    fp16 = convert_model(model, calibration_feed=dict(feed), log=log)
     if label_head:
         fp16 = add_label_head(fp16, meta)
         feed[LABEL_HEAD_INPUT] = label_head_feed(head_check_size(*feed_input.shape[2:]))
-    meta.extra["precision"] = "fp16"
-    set_metadata(fp16, meta)
+    set_metadata(fp16, meta.replace(extra={**meta.extra, "precision": "fp16"}))
 
     def verify_fn(path):
         if not verify:
             return {}
-        import onnxruntime as ort
-
-        ref = ort.InferenceSession(in_path, providers=["CPUExecutionProvider"])
-        new = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        a = ref.run(None, feed)[0]
-        b = new.run(None, feed)[0]
+        a = _run_file(in_path, feed, "the FP32 file")
+        b = _run_file(path, feed, "the FP16 file")
+        check_finite(a, "the FP32 file's output", feed_input.shape)
+        check_finite(b, "the FP16 file's output", feed_input.shape)
         labels_a = a if a.ndim == 3 else a.argmax(1)
         labels_b = b if b.ndim == 3 else b.argmax(1)
         agreement = float((labels_a == labels_b).mean())
@@ -173,3 +199,14 @@ def convert_to_fp16(in_path: str, out_path: str, verify: bool = True, log=print,
 
     result = write_verified(fp16, out_path, verify_fn, full_check=verify, log=log)
     return {"out": out_path, "verification": result}
+
+
+def _run_file(path: str, feed: dict, what: str) -> np.ndarray:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, feed)[0]
+    except Exception as e:  # ORT's own error types
+        raise CCNetError(f"verification failed: ONNX Runtime cannot run {what} "
+                         f"({first_line(e, 200)})") from None

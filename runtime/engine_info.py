@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ccnet.errors import CCNetError
-from ccnet.files import atomic_write
+from ccnet.files import atomic_write, file_sha256
 from ccnet.meta import ModelMeta
 
 FORMAT = "ccnet-engine-info/1"
@@ -37,6 +37,7 @@ class EngineInfo:
     profiles: List[Dict[str, Dict[str, List[int]]]] = field(default_factory=list)
     version_compatible: bool = False
     onnx: Optional[str] = None
+    engine_sha256: Optional[str] = None  # of the engine file, checked before deserialising
     format: str = FORMAT
 
     def model_meta(self) -> Optional[ModelMeta]:
@@ -59,8 +60,9 @@ def side_file_path(engine_path: str) -> str:
     return engine_path + ".json"
 
 
-def read_engine_info(engine_path: str) -> EngineInfo:
-    """Read the side file of an engine; one-line errors when it is missing or broken."""
+def read_engine_info(engine_path: str, check_digest: bool = True) -> EngineInfo:
+    """Read the side file of an engine; one-line errors when it is missing or broken, or (with
+    ``check_digest``) when the engine no longer matches the digest written beside it."""
     path = side_file_path(engine_path)
     if not os.path.isfile(path):
         raise CCNetError(f"{path} not found: engines need the side file ccnet-build writes beside "
@@ -74,14 +76,40 @@ def read_engine_info(engine_path: str) -> EngineInfo:
                          "ccnet-build") from e
     if not isinstance(d, dict):
         raise CCNetError(f"{path} is not an engine side file: rebuild with ccnet-build")
-    return EngineInfo.from_dict(d)
+    info = EngineInfo.from_dict(d)
+    if check_digest:
+        check_engine_digest(engine_path, info)
+    return info
 
 
 def write_engine_info(engine_path: str, info: EngineInfo) -> str:
-    """Write the side file atomically; returns its path."""
+    """Write the side file atomically, with the digest of the engine file when it exists;
+    returns its path."""
     path = side_file_path(engine_path)
+    if os.path.isfile(engine_path):
+        info = dataclasses.replace(info, engine_sha256=file_sha256(engine_path))
     atomic_write(path, info.to_json().encode("utf-8"))
     return path
+
+
+def check_engine_digest(engine_path: str, info: EngineInfo) -> None:
+    """Refuse an engine whose bytes differ from the digest its side file recorded (a damaged
+    copy, or a side file of another engine), before TensorRT deserialises it.  Side files
+    without a digest (written before it existed) are not checked."""
+    if info.engine_sha256 is None:
+        return
+    if not isinstance(info.engine_sha256, str):
+        raise CCNetError(f"{side_file_path(engine_path)}: engine_sha256 is not a digest; "
+                         "rebuild with ccnet-build")
+    try:
+        actual = file_sha256(engine_path)
+    except OSError as e:
+        raise CCNetError(f"cannot read engine {engine_path}: {e.strerror}") from None
+    if actual != info.engine_sha256:
+        raise CCNetError(f"{engine_path} does not match the digest in its side file "
+                         f"{side_file_path(engine_path)}: the engine is damaged or the side "
+                         "file belongs to another engine; copy both again or rebuild with "
+                         "ccnet-build")
 
 
 # ----------------------------------------------------------------------------- checks

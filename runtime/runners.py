@@ -26,13 +26,16 @@ class OrtRunner(Runner):
     plugin anyway -- it loads only IPluginV2 creators, as ops of domain ``trt.plugins``, from
     ``trt_extra_plugin_lib_paths``, while ours is an IPluginV3 in domain ``ccnet``.  The plugin
     runs in engines built by ``ccnet build``; ``plugins`` is refused with that explanation.
+
+    ``check_weights`` compares the weights with the checksum recorded at export
+    (``export.metadata``; one parse of the file) so a corrupted file is refused instead of run.
     """
 
     name = "onnxruntime"
 
     def __init__(self, model_path: str, device: str = "auto", threads: Optional[int] = None,
                  graph_optimization: str = "all", providers: Optional[Sequence] = None,
-                 plugins: Optional[str] = None):
+                 plugins: Optional[str] = None, check_weights: bool = True):
         if plugins:
             raise CCNetError("--plugins applies to TensorRT engines: ONNX Runtime runs the "
                              "CrissCrossAttention nodes' ONNX function, never the plugin (build an "
@@ -71,13 +74,19 @@ class OrtRunner(Runner):
         outputs = self.session.get_outputs()
         inputs = [i for i in self.session.get_inputs() if i.name != LABEL_HEAD_INPUT]
         self.label_head = len(inputs) < len(self.session.get_inputs())
+        if len(inputs) != 1 or not outputs or len(inputs[0].shape) != 4:
+            raise CCNetError(f"{model_path} has {len(inputs)} input(s) and {len(outputs)} "
+                             "output(s), not one N×3×H×W image input and an output: pass a model "
+                             "written by ccnet-export")
         self.input_name = inputs[0].name
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.output_name = outputs[0].name
         custom = self.session.get_modelmeta().custom_metadata_map or {}
+        meta = ModelMeta.from_json(custom[METADATA_KEY]) if METADATA_KEY in custom else None
+        if meta is not None and check_weights:
+            _verify_weights(model_path)
         kind = "labels" if outputs[0].name == "labels" or "int" in outputs[0].type else "logits"
-        super().__init__(ModelMeta.from_json(custom[METADATA_KEY]) if METADATA_KEY in custom
-                         else None, "label_map" if self.label_head else kind)
+        super().__init__(meta, "label_map" if self.label_head else kind)
 
     @staticmethod
     def _providers(ort, device: str):
@@ -102,7 +111,11 @@ class OrtRunner(Runner):
         if self.label_head:
             raise CCNetError(f"{self.path} has a label head: call infer_labels(batch, (H, W))")
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        try:
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as e:  # ORT's Fail/InvalidArgument/RuntimeException: one line
+            raise CCNetError(f"ONNX Runtime failed to run {self.path} on input "
+                             f"{tuple(batch.shape)}: {first_line(e)}") from None
         return out.astype(np.float32, copy=False) if self.output_kind == "logits" else out
 
     def infer_labels(self, batch: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -114,3 +127,13 @@ class OrtRunner(Runner):
 
     def release(self) -> None:
         self.session = None
+
+
+def _verify_weights(path: str) -> None:
+    """The export-time weights checksum check, where the onnx package is installed (a
+    runtime-only box may have ONNX Runtime alone; it then runs the file unchecked)."""
+    try:
+        from export.metadata import verify_file
+    except ImportError:
+        return
+    verify_file(path)
