@@ -1,5 +1,11 @@
-"""How a command runs: parse, set up logging, call, and turn user errors into one line and an
+"""How a command runs: parse, set up logging, call, and turn every failure into one line and an
 exit status.
+
+A CCNetError (bad input) is ``error: <what is wrong and what to do>``, exit 2; an OSError from
+the system (disk full, permission) is ``error: <reason>: <path>``, exit 2; Ctrl-C and SIGTERM
+stop the command the same way (outputs in progress are removed by their ``finally`` blocks),
+exit 130 / 143; anything else is a bug in the toolkit: one line saying so and how to report it,
+exit 70, with the traceback only when ``CCNET_DEBUG=1``.
 
 Logging is configured here and nowhere in the library: our packages log through their module
 loggers (progress lines, steps), the libraries underneath (PyTorch's exporter, onnxscript,
@@ -11,16 +17,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import signal
 import sys
+import threading
+import traceback
 import warnings
 from typing import Callable, Iterator, Optional, Sequence
 
-from ccnet.errors import CCNetError
+from ccnet.errors import CCNetError, first_line
 
 from .args import add_verbosity
 
 EXIT_USER_ERROR = 2
+EXIT_BUG = 70  # EX_SOFTWARE
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+DEBUG_ENV = "CCNET_DEBUG"
 
 # Top-level packages of this project: their loggers print our messages, their warnings show.
 OUR_PACKAGES = ("ccnet", "export", "calib", "runtime", "cli", "plugins")
@@ -96,21 +109,77 @@ def logging_configured(level: str = "info") -> Iterator[None]:
                 logger.propagate = propagate
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup that handles an interrupt runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Python warnings printed as ``warning: <message>`` (not file:line plus the source line),
+    like the warnings our loggers print."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def _bug_line(error: BaseException) -> str:
+    import ccnet
+
+    return (f"error: internal error, a bug in ccnet-deploy {ccnet.__version__} "
+            f"({type(error).__name__}: {first_line(error, 200)}); please report it with the "
+            f"command line you ran and the output of a rerun with {DEBUG_ENV}=1")
+
+
 def run_guarded(run: Run, args: argparse.Namespace) -> int:
-    """``run(args)`` with logging set up from ``args.log_level``; a CCNetError becomes
-    ``error: ...`` on stderr and exit status 2."""
+    """``run(args)`` with logging set up from ``args.log_level`` and every failure turned into
+    one ``error:`` line and an exit status (see the module docstring)."""
     level = getattr(args, "log_level", None) or "info"
     if logging.getLevelName(level.upper()) >= logging.WARNING and hasattr(args, "no_progress"):
         args.no_progress = True
-    with logging_configured(level):
+    with logging_configured(level), _sigterm_as_interrupt(), _one_line_warnings():
         try:
             return int(run(args) or 0)
         except CCNetError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return EXIT_USER_ERROR
+        except Terminated:
+            print("error: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except MemoryError:
+            print("error: out of memory: use a smaller input or model, or a larger machine",
+                  file=sys.stderr)
+            return EXIT_USER_ERROR
+        except OSError as e:  # the system refused: disk full, permission, I/O error
+            where = f": {e.filename}" if e.filename else ""
+            print(f"error: {e.strerror or first_line(e)}{where}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except Exception as e:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            print(_bug_line(e), file=sys.stderr)
+            return EXIT_BUG
 
 
 def add_common(parser: argparse.ArgumentParser, default=None) -> None:

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "size (averaged probabilities with --tta)")
     parser.add_argument("--tta", action="store_true",
                         help="multi-scale + flip test-time augmentation (mmseg 0.x rule)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load a .pth checkpoint with NaN/Inf weights (refused by default)")
     common.add_progress(parser)
 
 
@@ -46,22 +48,29 @@ def _class_names(labels: np.ndarray, classes) -> str:
 
 
 def _check_single(args: argparse.Namespace) -> Optional[str]:
-    """Output checks for one image, before the (slow) model load; returns the overlay path."""
-    from ccnet.images import load_image
+    """Output checks for one image, before the (slow) model load; returns the overlay path.
+    Label maps are lossless PNGs only, overlays any image type OpenCV writes, and no output may
+    overwrite the input or another output."""
+    from ccnet.images import IMAGE_EXTS, load_image
 
     if not args.out and not args.show_dir:
         raise CCNetError("nothing to write: give --out FILE.png and/or --show-dir DIR")
     if args.out:
-        check_output_file(args.out, None if args.overlay else (".png",),
+        check_output_file(args.out, IMAGE_EXTS if args.overlay else (".png",),
                           what="overlay" if args.overlay else "label map")
     if args.save_logits:
         check_output_file(args.save_logits, (".npy",), what="--save-logits")
     if args.show_dir and os.path.isfile(args.show_dir):
         raise CCNetError(f"--show-dir {args.show_dir} is a file: give a folder")
+    overlay_path = None if not args.show_dir else os.path.join(
+        args.show_dir, os.path.splitext(os.path.basename(args.input))[0] + ".png")
+    paths = [os.path.abspath(p) for p in (args.input, args.out, args.save_logits, overlay_path)
+             if p]
+    if len(set(paths)) != len(paths):
+        raise CCNetError("--input, --out, --save-logits and the --show-dir overlay must be "
+                         "different files")
     load_image(args.input)
-    if not args.show_dir:
-        return None
-    return os.path.join(args.show_dir, os.path.splitext(os.path.basename(args.input))[0] + ".png")
+    return overlay_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         folder_jobs(args.input, args.out, args.show_dir)  # bad outputs fail before the load
     else:
         overlay_path = _check_single(args)
-    with Segmenter(args.model, **common.runner_options(args)) as segmenter:
+    options = common.runner_options(args)
+    if args.allow_nonfinite:
+        options["allow_nonfinite"] = True
+    with Segmenter(args.model, **options) as segmenter:
         if folder:
             summary = predict_folder(segmenter, args.input, args.out, args.show_dir, args.tta,
                                      progress=not args.no_progress)

@@ -7,6 +7,7 @@ resize, normalize, whole/slide, resize back and argmax exactly as the PyTorch pa
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from typing import Optional, Sequence
@@ -58,17 +59,21 @@ def open_runner(model: str, backend: Optional[str] = None, **opts) -> Runner:
         raise CCNetError(f"unknown backend {backend!r}: use onnxruntime, tensorrt or pytorch")
     kind = BACKENDS[backend] if backend else backend_for(model)
     if kind == "ort":
-        from .runners import OrtRunner
+        from .runners import OrtRunner as opener
+    elif kind == "trt":
+        from .trt_runner import TrtRunner as opener
+    else:
+        opener = open_torch_runner
+    accepted = inspect.signature(opener).parameters
+    unknown = sorted(k for k in opts if k not in accepted)
+    if unknown:
+        raise CCNetError(f"option(s) {', '.join(unknown)} do not apply to {model} "
+                         f"({opener.__name__}); drop them")
+    return opener(model, **opts)
 
-        return OrtRunner(model, **opts)
-    if kind == "trt":
-        from .trt_runner import TrtRunner
 
-        return TrtRunner(model, **opts)
-    return open_torch_runner(model, **opts)
-
-
-def open_torch_runner(checkpoint: str, config=None, device: str = "cpu") -> Runner:
+def open_torch_runner(checkpoint: str, config=None, device: str = "cpu",
+                      allow_nonfinite: bool = False) -> Runner:
     """The PyTorch runner for a checkpoint, zoo/built-in name or URL (needs torch)."""
     try:
         from ccnet.checkpoint import load_model
@@ -82,7 +87,8 @@ def open_torch_runner(checkpoint: str, config=None, device: str = "cpu") -> Runn
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CCNetError(f"device {device!r} requested but CUDA is not available: use cpu")
-    return TorchRunner(load_model(checkpoint, config=config, device=device))
+    return TorchRunner(load_model(checkpoint, config=config, device=device,
+                                  allow_nonfinite=allow_nonfinite))
 
 
 class Segmenter:
@@ -102,6 +108,10 @@ class Segmenter:
 
     def __init__(self, model: str, backend: Optional[str] = None,
                  meta: Optional[ModelMeta] = None, **opts):
+        if meta is not None:
+            if not isinstance(meta, ModelMeta):
+                raise CCNetError(f"meta must be a ccnet.meta.ModelMeta, not {type(meta).__name__}")
+            meta.validate()  # a user's ModelMeta may have been changed after construction
         self.runner: Runner = open_runner(model, backend, **opts)
         self.model = model
         self.meta: ModelMeta = meta or self.runner.meta

@@ -10,8 +10,11 @@ the stream is:
 
 Each stage calls the same ``Segmenter`` steps as ``Segmenter.segment``, so the per-frame labels
 are identical to segmenting the frames one by one.  Frames come from
-``cv2.VideoCapture`` (file, camera index, stream URL) or any iterable of BGR uint8 frames; a
-corrupt frame (None, wrong shape or dtype) is skipped with a warning.
+``cv2.VideoCapture`` (file, camera index, stream URL) or any iterable of BGR uint8 frames; an
+invalid frame (None, wrong shape or dtype) is skipped with a warning (``frames_skipped``).  A
+file's frames are counted against the container's frame count: a frame the decoder fails on
+before that count is reached is counted in ``frames_corrupt`` (with a warning) and reading goes
+on, so a damaged or truncated file is never silently cut short.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ from ccnet.visualize import overlay
 
 Source = Union[str, int, Iterable[np.ndarray]]
 _END = object()
+# Yielded by the capture reader in place of a frame the decoder failed on.
+_CORRUPT = object()
 
 
 @dataclass
@@ -105,6 +110,7 @@ class VideoSegmenter:
     def _reset_stats(self) -> None:
         self.frames_done = 0
         self.frames_skipped = 0
+        self.frames_corrupt = 0
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
@@ -122,7 +128,7 @@ class VideoSegmenter:
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             self.fps = fps if fps and fps > 0 else None
             self.frame_count = count if count > 0 else None
-            return self._read_capture(cap)
+            return self._read_capture(cap, self.frame_count)
         try:
             return iter(source)
         except TypeError:
@@ -130,13 +136,21 @@ class VideoSegmenter:
                              "camera index, URL or an iterable of BGR frames") from None
 
     @staticmethod
-    def _read_capture(cap) -> Iterator[np.ndarray]:
+    def _read_capture(cap, expected: Optional[int]) -> Iterator[np.ndarray]:
+        """Decoded frames; ``_CORRUPT`` for each failed read before the container's frame count
+        ``expected`` (the decoder resumes at the next readable frame, or keeps failing to the
+        count on a truncated file).  Without a count (cameras, streams) a failed read ends."""
+        position = 0
         try:
             while True:
-                ok, frame = cap.read()
-                if not ok:
+                try:
+                    ok, frame = cap.read()
+                except cv2.error:  # a decoder failure surfaced as an exception
+                    ok, frame = False, None
+                if not ok and (expected is None or position >= expected):
                     return  # end of stream (or a stream that dropped)
-                yield frame
+                position += 1
+                yield frame if ok else _CORRUPT
         finally:
             cap.release()
 
@@ -166,6 +180,13 @@ class VideoSegmenter:
                     break
                 index += 1
                 t1 = time.perf_counter()
+                if frame is _CORRUPT:
+                    self.frames_corrupt += 1
+                    if self.frames_corrupt == 1:
+                        warnings.warn(f"frame {index} could not be decoded (corrupt or truncated "
+                                      "video); further decode errors are counted in the "
+                                      "summary", RuntimeWarning, stacklevel=2)
+                    continue
                 try:
                     check_image(frame)
                 except CCNetError as e:

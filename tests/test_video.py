@@ -92,7 +92,7 @@ def test_ccnet_video_cli_writes_video_and_label_pngs(tiny_onnx, segmenter, clip,
                          "--labels-dir", labels_dir, "--show-fps", "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "20 frames (0 skipped)" in printed and "FPS on onnxruntime" in printed
+    assert "20 frames (0 skipped, 0 corrupt)" in printed and "FPS on onnxruntime" in printed
     frames = _read_all(out)
     assert len(frames) == 20 and frames[0].shape == (H, W, 3)
     names = sorted(os.listdir(labels_dir))
