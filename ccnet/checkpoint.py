@@ -89,8 +89,11 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
 def _load_error(path: str, error: Exception) -> CCNetError:
     """A one-line error for a failed ``torch.load``: refused as unsafe, or damaged."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch's message has terminal bold codes
-    detail = re.search(r"WeightsUnpickler error: *(.+)", text)
-    detail = (detail.group(1) if detail else first_line(error, 1000)).strip()
+    # torch puts its unpickler's reason after "WeightsUnpickler error:", on the same or a
+    # later line.
+    tail = text.partition("WeightsUnpickler error:")[2]
+    detail = next((ln.strip() for ln in tail.splitlines() if ln.strip()), "") or \
+        first_line(error, 1000)
     name = re.search(r"GLOBAL (\S+)", text)
     # The safe unpickler refuses: a global (a function or class to call), or an opcode or
     # object it does not allow.  A global cut short by truncation names no real torch object.

@@ -192,9 +192,9 @@ def _check_extra(extra) -> dict:
         if len(dims) not in ranks or not all(isinstance(d, str) or (_is_int(d) and d >= 1)
                                              for d in dims):
             raise _bad(f"extra.contract.{side}.shape", io["shape"], wanted)
-    digest = extra.get("weights_sha256")
+    digest = extra.get("sha256")  # the file's checksum (export.metadata)
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
-        raise _bad("extra.weights_sha256", digest, "a SHA-256 hex digest")
+        raise _bad("extra.sha256", digest, "a SHA-256 hex digest")
     return extra
 
 

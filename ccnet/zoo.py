@@ -234,7 +234,7 @@ def validate_config(config: ModelConfig) -> ModelConfig:
     limits = LIMITS
     check_str("config name", config.name)
     check_str("dataset", config.dataset)
-    if config.depth not in RESNET_DEPTHS or isinstance(config.depth, bool):
+    if not (type(config.depth) is int and config.depth in RESNET_DEPTHS):
         raise CCNetError(f"unsupported ResNet depth {config.depth!r}: use one of "
                          f"{', '.join(map(str, RESNET_DEPTHS))}")
     check_int("num_classes", config.num_classes, 1, limits.max_classes,
@@ -253,9 +253,9 @@ def validate_config(config: ModelConfig) -> ModelConfig:
     if config.in_channels > limits.max_channels:
         raise CCNetError(f"base_channels {config.base_channels} gives {config.in_channels} "
                          f"channels in the last stage ({limits.hint('max_channels')})")
-    if config.classes is not None and (isinstance(config.classes, (str, bytes)) or len(
+    if config.classes is not None and (not isinstance(config.classes, (list, tuple)) or len(
             config.classes) != config.num_classes):
-        raise CCNetError(f"config {config.name!r} names {len(config.classes)} classes for "
-                         f"num_classes={config.num_classes}")
+        raise CCNetError(f"config {config.name!r}: classes must be a list of "
+                         f"num_classes={config.num_classes} names")
     config.meta()  # classes, palette, scale, mode, window: the one ModelMeta validation
     return config

@@ -243,3 +243,176 @@ def test_narrow_backbone_widths_round_trip_and_infer(tmp_path):
     assert load_model(str(path)).config.base_channels == 32
     save_checkpoint(model, str(tmp_path / "full.pth"))
     assert load_model(str(tmp_path / "full.pth")).config == cfg
+
+
+# ----------------------------------------------------------------------------- hardening
+def _saved(tmp_path, tiny_ckpt, transform, name="m.pth"):
+    raw = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    path = tmp_path / name
+    torch.save(transform(raw), path)
+    return str(path)
+
+
+def _with_state(key, value):
+    def transform(raw):
+        raw["state_dict"][key] = value
+        return raw
+    return transform
+
+
+def test_nonfinite_weights_refused_unless_allowed(tmp_path, tiny_ckpt):
+    key = "decode_head.conv_seg.weight"
+
+    def poison(raw):
+        raw["state_dict"][key] = raw["state_dict"][key].clone()
+        raw["state_dict"][key][0, 0, 0, 0] = float("nan")
+        raw["state_dict"][key][1, 0, 0, 0] = float("inf")
+        return raw
+
+    path = _saved(tmp_path, tiny_ckpt, poison)
+    with pytest.raises(CCNetError, match=r"2 NaN/Inf value\(s\) in 'decode_head\.conv_seg"
+                                         r"\.weight'.*--allow-nonfinite"):
+        load_model(path)
+    model = load_model(path, allow_nonfinite=True)
+    assert torch.isnan(model.decode_head.conv_seg.weight).any()
+    var = "decode_head.convs.0.bn.running_var"
+    negative = _saved(tmp_path, tiny_ckpt, lambda raw: _with_state(
+        var, -raw["state_dict"][var])(raw), "neg.pth")
+    with pytest.raises(CCNetError, match="negative BatchNorm variances"):
+        load_model(negative)
+
+
+def test_stride0_tensor_claiming_1e8_classes_fails_before_any_model(tmp_path, tiny_ckpt,
+                                                                     monkeypatch):
+    """A 16-element storage expanded to 10^8 × 64 must be refused from its shape alone: no
+    model is built (CCNet() would allocate ~25 GB for that head)."""
+    import time
+
+    import ccnet.checkpoint as checkpoint
+
+    fake = torch.zeros(1, 64, 1, 1).expand(10 ** 8, 64, 1, 1)
+    path = _saved(tmp_path, tiny_ckpt, _with_state("decode_head.conv_seg.weight", fake))
+    assert os.path.getsize(path) < 100 * 2 ** 20
+    config = load_model(tiny_ckpt).config
+    built = []  # models with real (not meta-device) tensors
+    real = checkpoint.CCNet
+
+    def counting(*args, **kwargs):
+        if torch.get_default_device().type != "meta":
+            built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "CCNet", counting)
+    start = time.perf_counter()
+    with pytest.raises(CCNetError, match=r"shape mismatch .* found \(100000000, 64, 1, 1\)"):
+        load_model(path)  # under the checkpoint's own config
+    raw = torch.load(path, weights_only=True)
+    del raw["meta"]["ccnet_config"]  # inferred from the tensors: same refusal
+    torch.save(raw, path)
+    with pytest.raises(CCNetError, match="CCNET_MAX_CLASSES"):
+        load_model(path)
+    # Shapes are compared before building: a lying tensor under a valid config too.
+    with pytest.raises(CCNetError, match="shape mismatch"):
+        load_model(path, config=config)
+    assert not built and time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("name,make,match", [
+    ("int_key", None, "key 7 is a int"),
+    ("str_value", lambda: "weights", "is a str, not a tensor"),
+    ("sparse", lambda: torch.zeros(21, 64).to_sparse(), "sparse"),
+    ("quantized", lambda: torch.quantize_per_tensor(torch.zeros(21, 64, 1, 1), 0.1, 0,
+                                                    torch.qint8), "quantized"),
+    ("complex", lambda: torch.zeros(21, 64, 1, 1, dtype=torch.complex64), "complex"),
+])
+def test_state_dict_entries_that_are_not_dense_tensors(tmp_path, tiny_ckpt, name, make, match):
+    import warnings
+
+    if name == "int_key":
+        def transform(raw):
+            raw["state_dict"][7] = torch.zeros(1)
+            return raw
+    else:
+        with warnings.catch_warnings():  # quantized tensor creation is deprecated
+            warnings.simplefilter("ignore")
+            transform = _with_state("decode_head.conv_seg.weight", make())
+    try:
+        path = _saved(tmp_path, tiny_ckpt, transform)
+    except Exception as e:  # a tensor kind this torch cannot save is no input to worry about
+        pytest.skip(f"torch cannot save it: {e}")
+    with pytest.raises(CCNetError, match=match) as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_meta_tensor_entry(tmp_path, tiny_ckpt):
+    from ccnet.checkpoint import check_state_dict
+
+    with pytest.raises(CCNetError, match="meta tensor"):
+        check_state_dict({"a": torch.empty(2, device="meta")})
+    with pytest.raises(CCNetError, match="twice"):
+        check_state_dict({"a": torch.zeros(1), "module.a": torch.zeros(1)})
+
+
+class _Payload:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: _Payload(os.system, f"touch {m}"),
+    lambda m: _Payload(eval, f"open({m!r}, 'w')"),
+    lambda m: _Payload(torch.load, m),  # a real torch function is just as unsafe
+])
+def test_malicious_pickles_refused_as_unsafe_and_never_run(tmp_path, tiny_ckpt, make):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    zipped = _saved(tmp_path, tiny_ckpt, lambda raw: {**raw, "meta": {"x": make(str(marker))}})
+    legacy = tmp_path / "legacy.pth"
+    legacy.write_bytes(pickle.dumps({"state_dict": make(str(marker))}, protocol=2))
+    for path in (zipped, str(legacy)):
+        with pytest.raises(CCNetError, match="refused as unsafe") as e:
+            load_model(path)
+        assert "truncated" not in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
+
+
+def test_truncated_torch_global_is_reported_as_truncated():
+    from ccnet.checkpoint import _load_error
+
+    cut = Exception("Weights only load failed. ... WeightsUnpickler error: Unsupported global: "
+                    "GLOBAL torch._utils._rebuild_ten was not an allowed global by default.")
+    assert "truncated or corrupt" in str(_load_error("m.pth", cut))
+    real = Exception("Weights only load failed. WeightsUnpickler error: Unsupported global: "
+                     "GLOBAL torch.nn.modules.conv.Conv2d was not an allowed global by default.")
+    assert "refused as unsafe" in str(_load_error("m.pth", real))
+
+
+def test_unreadable_and_fifo_checkpoints(tmp_path):
+    fifo = tmp_path / "m.pth"
+    os.mkfifo(fifo)
+    with pytest.raises(CCNetError, match="not a regular file"):
+        load_model(str(fifo))  # must not block reading it
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file: the permission check cannot fail here")
+    locked = tmp_path / "locked.pth"
+    locked.write_bytes(b"PK")
+    locked.chmod(0)
+    with pytest.raises(CCNetError, match="permission denied"):
+        load_model(str(locked))
+
+
+def test_bad_mmseg_meta_class_names(tmp_path, tiny_ckpt):
+    path = _saved(tmp_path, tiny_ckpt, lambda raw: {"state_dict": raw["state_dict"],
+                                                    "meta": {"CLASSES": 42}})
+    with pytest.raises(CCNetError, match="class names are not a list"):
+        load_model(path)
+    path = _saved(tmp_path, tiny_ckpt, lambda raw: {
+        "state_dict": raw["state_dict"],
+        "meta": {"config": "decode_head=dict(recurrence=1000000000)"}})
+    with pytest.raises(CCNetError, match="recurrence"):
+        load_model(path)
