@@ -218,3 +218,132 @@ def test_label_head_file_through_the_pipeline(segmenter, clip, tmp_path):
     for r in VideoSegmenter(seg, queue_size=2).run(path, max_frames=6):
         assert r.labels.dtype == np.uint8 and r.labels.shape == (H, W)
         assert (r.labels == segmenter.segment(decoded[r.index])).mean() >= 0.9999
+
+
+# ----------------------------------------------------------------------------- hardening
+@pytest.fixture
+def small_job(monkeypatch, segmenter):
+    """runtime.video_job with its Segmenter given the fixture's small-scale metadata."""
+    import runtime.video_job as job
+
+    real = job.Segmenter
+    monkeypatch.setattr(job, "Segmenter", lambda model, **kw: real(model, meta=segmenter.meta,
+                                                                   **kw))
+    return job
+
+
+def damage_frames(data: bytes, frames) -> bytes:
+    """The mp4v stream with the start codes of ``frames`` destroyed: those frames fail to
+    decode, the decoder resumes at the next one."""
+    out, position, index = bytearray(data), -1, -1
+    while True:
+        position = out.find(b"\x00\x00\x01\xb6", position + 1)  # MPEG-4 VOP start code
+        if position < 0:
+            return bytes(out)
+        index += 1
+        if index in frames:
+            out[position:position + 4] = b"\xff" * 4
+
+
+@pytest.fixture(scope="module")
+def damaged_clip(clip, tmp_path_factory):
+    """The clip with frames 6 and 7 damaged."""
+    path, _ = clip
+    data = damage_frames(open(path, "rb").read(), {6, 7})
+    damaged = str(tmp_path_factory.mktemp("damaged") / "damaged.mp4")
+    with open(damaged, "wb") as f:
+        f.write(bytes(data))
+    return damaged
+
+
+def test_corrupt_frames_are_counted_against_the_container(segmenter, damaged_clip):
+    from runtime import VideoSegmenter
+
+    video = VideoSegmenter(segmenter)
+    with pytest.warns(RuntimeWarning, match="could not be decoded"):
+        results = list(video.run(damaged_clip))
+    assert video.frame_count == 20 and video.frames_corrupt == 2
+    # nothing silently cut short: every frame after the damage is there, at its own index
+    assert [r.index for r in results] == [i for i in range(20) if i not in (6, 7)]
+
+
+def test_damaged_video_job_summary_and_strict(small_job, tiny_onnx, damaged_clip, tmp_path,
+                                              capsys):
+    from cli.video import main as video_main
+
+    out, labels = tmp_path / "out.mp4", tmp_path / "labels"
+    assert video_main(["--model", tiny_onnx, "--input", damaged_clip, "--output", str(out),
+                       "--labels-dir", str(labels), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert len(os.listdir(labels)) == 18 and "000006.png" not in os.listdir(labels)
+    assert "18 frames (0 skipped, 2 corrupt)" in captured.out
+    assert "warning: 2 of 20 frames could not be decoded" in captured.err
+    for path in (out, labels):
+        os.replace(path, tmp_path / f"first-{path.name}")
+    assert video_main(["--model", tiny_onnx, "--input", damaged_clip, "--output", str(out),
+                       "--labels-dir", str(labels), "--no-progress", "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "could not be decoded" in err[-1]
+    assert sorted(os.listdir(tmp_path)) == ["first-labels", "first-out.mp4"]
+
+
+def _failing_frames(frames, fail_at, error):
+    for i, frame in enumerate(frames):
+        if i == fail_at:
+            raise error
+        yield frame
+
+
+@pytest.mark.parametrize("error", [CCNetError("decoder died"), KeyboardInterrupt()])
+def test_failure_after_first_frames_leaves_no_output(small_job, tiny_onnx, clip, tmp_path,
+                                                     error):
+    _, decoded = clip
+    out, labels = tmp_path / "out.mp4", tmp_path / "labels"
+    with pytest.raises(type(error)):
+        small_job.segment_video(tiny_onnx, _failing_frames(decoded, 5, error), str(out),
+                                str(labels), progress=False)
+    assert os.listdir(tmp_path) == []  # no label PNGs, no video, no hidden temp files
+
+
+def test_rerun_replaces_the_label_set(small_job, tiny_onnx, clip, tmp_path):
+    path, _ = clip
+    out, labels = tmp_path / "out.mp4", tmp_path / "labels"
+    small_job.segment_video(tiny_onnx, path, str(out), str(labels), progress=False)
+    assert len(os.listdir(labels)) == 20
+    first_video = out.read_bytes()
+    summary = small_job.segment_video(tiny_onnx, path, str(out), str(labels), max_frames=3,
+                                      progress=False)
+    assert summary["frames"] == 3
+    assert sorted(os.listdir(labels)) == ["000000.png", "000001.png", "000002.png"]
+    assert out.read_bytes() != first_video
+    assert sorted(os.listdir(tmp_path)) == ["labels", "out.mp4"]
+
+
+def test_outputs_checked_before_any_work(monkeypatch, tiny_onnx, clip, tmp_path, capsys):
+    import runtime.video_job as job
+    from cli.video import main as video_main
+
+    path, _ = clip
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(job, "Segmenter", no_model)
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("keep me")
+    os.mkfifo(tmp_path / "fifo.mp4")
+    cases = [(["--output", str(tmp_path / "folder.mp4")], "is a folder"),
+             (["--output", str(tmp_path / "out.avi.txt")], "must end in"),
+             (["--output", str(tmp_path / "fifo.mp4")], "not a regular file"),
+             (["--labels-dir", str(tmp_path / "file")], "not a folder"),
+             (["--labels-dir", str(tmp_path / "file" / "labels")], "is a file"),
+             (["--labels-dir", str(tmp_path / "used")], "holds other files")]
+    before = sorted(os.listdir(tmp_path))
+    for argv, match in cases:
+        rc = video_main(["--model", tiny_onnx, "--input", path, "--no-progress", *argv])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and match in err and len(err.splitlines()) == 1, (argv, err)
+    assert sorted(os.listdir(tmp_path)) == before
+    assert (tmp_path / "used" / "notes.txt").read_text() == "keep me"

@@ -1,0 +1,156 @@
+"""The valid inputs every fuzz family mutates, and the independent references outputs are
+checked against.
+
+- ``small.pth``: a narrow R18-D8 CCNet checkpoint (5 classes, 48×64 test scale; < 1 MB) written
+  by ``tests/helpers.make_checkpoint``;
+- ``base.onnx``: the session's tiny ONNX export with its test scale set to 48×64 (through
+  ``set_metadata``, so the checksum stays valid), run by ONNX Runtime in the cases;
+- ``photo.png`` and two mp4v clips made from a real photo (a synthetic one without the shared
+  data folder).
+
+References are PyTorch predictions of the source checkpoints with the same metadata: a case's
+ONNX Runtime or PyTorch output must agree with them on >= 99 % of pixels.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+import onnx
+
+SCALE = (64, 48)  # test scale (w, h) of every fuzz model: cases run in milliseconds
+MIN_AGREEMENT = 0.99
+CLIP_FRAMES = 8
+LONG_CLIP_FRAMES = 400
+
+
+@dataclass
+class Environment:
+    folder: str
+    small_ckpt: str
+    base_onnx: str
+    tiny_ckpt: str
+    photo: str
+    clip: str
+    long_clip: str
+
+    @functools.cached_property
+    def small_model(self):
+        from ccnet.checkpoint import load_model
+
+        return load_model(self.small_ckpt)
+
+    @functools.cached_property
+    def onnx_model(self):
+        """The PyTorch model base.onnx was exported from, with base.onnx's metadata."""
+        from ccnet.checkpoint import load_model
+        from export.metadata import read_metadata
+
+        model = load_model(self.tiny_ckpt)
+        model.meta = read_metadata(self.base_onnx)
+        return model
+
+    @functools.cached_property
+    def base_proto(self) -> "onnx.ModelProto":
+        """base.onnx parsed once; cases mutate copies."""
+        return onnx.load(self.base_onnx)
+
+    @functools.cached_property
+    def onnx_classes(self) -> int:
+        from export.metadata import read_metadata
+
+        return read_metadata(self.base_onnx).num_classes
+
+    @functools.cached_property
+    def _cache(self) -> dict:
+        return {}
+
+    def reference(self, which: str, image: np.ndarray) -> np.ndarray:
+        """PyTorch labels of ``image`` for "small" (small.pth) or "onnx" (base.onnx)."""
+        from ccnet.inference import predict
+
+        key = (which, hashlib.sha256(image.tobytes()).hexdigest(), image.shape)
+        if key not in self._cache:
+            model = self.small_model if which == "small" else self.onnx_model
+            self._cache[key] = predict(model, image).labels
+        return self._cache[key]
+
+    def agrees(self, which: str, image: np.ndarray, labels: np.ndarray) -> Optional[str]:
+        """A problem with ``labels`` as the segmentation of ``image`` (None when right)."""
+        expected = self.reference(which, image)
+        if labels.shape != expected.shape:
+            return f"labels {labels.shape} for an image of {expected.shape}"
+        agreement = float((labels == expected).mean())
+        if agreement < MIN_AGREEMENT:
+            return f"labels agree with PyTorch on {agreement:.1%} of pixels"
+        return None
+
+
+def _photo(shape=(SCALE[1], SCALE[0])) -> np.ndarray:
+    from helpers import first_photo
+
+    from ccnet.images import load_image
+    from export.verify import synthetic_photo
+
+    path = first_photo()
+    image = load_image(path) if path else synthetic_photo()
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def write_clip(path: str, frames: int, base: np.ndarray) -> None:
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
+                             (base.shape[1], base.shape[0]))
+    for i in range(frames):
+        writer.write(np.roll(base, 3 * i, axis=1))
+    writer.release()
+
+
+def build_environment(folder: str, tiny_ckpt: str, tiny_onnx: str) -> Environment:
+    """Write the valid inputs into ``folder``."""
+    from helpers import make_checkpoint
+
+    from ccnet.zoo import custom_config
+    from export.metadata import read_metadata, set_metadata
+    from export.onnx_file import load_onnx
+
+    os.makedirs(folder, exist_ok=True)
+    small = os.path.join(folder, "small.pth")
+    make_checkpoint(small, custom_config(
+        "fuzz-small", depth=18, num_classes=5, channels=16, aux_channels=8, base_channels=8,
+        stem_channels=8, test_scale=SCALE), seed=3)
+    base = os.path.join(folder, "base.onnx")
+    model = load_onnx(tiny_onnx)
+    set_metadata(model, read_metadata(model).replace(test_scale=SCALE))
+    onnx.save(model, base)
+    photo = os.path.join(folder, "photo.png")
+    image = _photo()
+    cv2.imwrite(photo, image)
+    clip, long_clip = os.path.join(folder, "clip.mp4"), os.path.join(folder, "long.mp4")
+    write_clip(clip, CLIP_FRAMES, image)
+    write_clip(long_clip, LONG_CLIP_FRAMES, image)
+    return Environment(folder, small, base, tiny_ckpt, photo, clip, long_clip)
+
+
+def write_onnx(env: Environment, case_dir: str, model: Optional["onnx.ModelProto"] = None,
+               name: str = "model.onnx") -> str:
+    """``model`` (default: base.onnx) written into the case's input folder; its path."""
+    path = os.path.join(case_dir, "in", name)
+    if model is None:
+        shutil.copyfile(env.base_onnx, path)
+    else:
+        with open(path, "wb") as f:
+            f.write(model.SerializeToString())
+    return path
+
+
+def copy_into(src: str, case_dir: str, name: Optional[str] = None) -> str:
+    """Copy ``src`` into the case's input folder; its new path."""
+    dst = os.path.join(case_dir, "in", name or os.path.basename(src))
+    shutil.copyfile(src, dst)
+    return dst
