@@ -10,7 +10,6 @@ a non-empty range, tensor names of this model) and turns each defect into a one-
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ccnet.errors import CCNetError
-from ccnet.files import atomic_write, require_file
+from ccnet.files import atomic_write, file_sha256, require_file  # noqa: F401  (public API)
 
 from .calibrate import Ranges
 from .options import METHODS
@@ -27,14 +26,6 @@ from .options import METHODS
 CACHE_FORMAT = "ccnet-calibration-cache"
 CACHE_VERSION = 1
 _RECALIBRATE = "recalibrate with --images (and --cache to write a new cache)"
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_cache(path: str, ranges: Ranges, model_sha256: str, method: str,
