@@ -161,7 +161,8 @@ def _check_slide(crop_size, stride, test_scale) -> Tuple[Tuple[int, int], Tuple[
     step = check_pair("stride", stride, 1, limits.max_side)
     if step[0] > crop[0] or step[1] > crop[1]:
         # mmseg asserts every pixel is covered by a window: a stride above the crop leaves gaps.
-        raise _bad("stride", stride, f"at most the crop size {crop} (windows must overlap or touch)")
+        raise _bad("stride", stride,
+                   f"at most the crop size {crop} (windows must overlap or touch)")
     # The resized image fits in max(scale) × max(scale) whatever the aspect ratio.
     longest = max(test_scale)
     windows = slide_grid(longest, crop[0], step[0]) * slide_grid(longest, crop[1], step[1])
@@ -273,11 +274,13 @@ class ModelMeta:
                              "the model with ccnet-export")
         missing = [n for n in REQUIRED_KEYS if n not in d]
         if missing:
-            raise CCNetError(f"model metadata lacks {missing}: re-export the model with ccnet-export")
+            raise CCNetError(f"model metadata lacks {missing}: re-export the model with "
+                             "ccnet-export")
         names = {f.name for f in dataclasses.fields(cls)}
         meta = cls(**{k: v for k, v in d.items() if k in names})
         if "num_classes" in d and d["num_classes"] != meta.num_classes:
-            raise _bad("num_classes", d["num_classes"], f"{meta.num_classes}, the number of classes")
+            raise _bad("num_classes", d["num_classes"],
+                       f"{meta.num_classes}, the number of classes")
         return meta
 
     @classmethod

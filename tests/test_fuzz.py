@@ -13,8 +13,8 @@ from fuzz.harness import run_cases, worker_env
 
 
 @pytest.fixture(scope="module")
-def fuzz_env(tmp_path_factory, tiny_ckpt, tiny_onnx):
-    return build_environment(str(tmp_path_factory.mktemp("fuzz_env")), tiny_ckpt, tiny_onnx)
+def fuzz_env(tmp_path_factory):
+    return build_environment(str(tmp_path_factory.mktemp("fuzz_env")))
 
 
 def _campaign(env, size, folder):

@@ -23,11 +23,10 @@ def read_labels(path: str, num_classes: int):
     return labels, None
 
 
-def labels_match(env, which: str, image_path: str, out_path: str,
-                 num_classes: int) -> Optional[str]:
+def labels_match(env, image_path: str, out_path: str) -> Optional[str]:
     """The label PNG is PyTorch's segmentation of the image (the independent reference)."""
-    labels, problem = read_labels(out_path, num_classes)
-    return problem or env.agrees(which, load_image(image_path), labels)
+    labels, problem = read_labels(out_path, env.num_classes)
+    return problem or env.agrees(load_image(image_path), labels)
 
 
 def labels_wellformed(image_path: str, out_path: str, num_classes: int) -> Optional[str]:
@@ -65,10 +64,9 @@ def video_outputs_match(env, clip: str, case_dir: str, stderr: str,
     names = sorted(os.listdir(labels_dir)) if os.path.isdir(labels_dir) else []
     if names != [f"{i:06d}.png" for i, _ in good]:
         return f"label files {names[:4]}... for decodable frames {[i for i, _ in good][:4]}..."
-    num_classes = env.onnx_model.meta.num_classes
     for (i, frame), name in list(zip(good, names))[:3]:
-        labels, problem = read_labels(os.path.join(labels_dir, name), num_classes)
-        problem = problem or env.agrees("onnx", frame, labels)
+        labels, problem = read_labels(os.path.join(labels_dir, name), env.num_classes)
+        problem = problem or env.agrees(frame, labels)
         if problem:
             return f"frame {i}: {problem}"
     written = decoded_frames(os.path.join(case_dir, "out", "overlay.mp4"))

@@ -1,15 +1,14 @@
-"""The valid inputs every fuzz family mutates, and the independent references outputs are
-checked against.
+"""The valid inputs every fuzz family mutates, and the independent reference outputs are checked
+against.
 
-- ``small.pth``: a narrow R18-D8 CCNet checkpoint (5 classes, 48×64 test scale; < 1 MB) written
-  by ``tests/helpers.make_checkpoint``;
-- ``base.onnx``: the session's tiny ONNX export with its test scale set to 48×64 (through
-  ``set_metadata``, so the checksum stays valid), run by ONNX Runtime in the cases;
-- ``photo.png`` and two mp4v clips made from a real photo (a synthetic one without the shared
-  data folder).
+- ``small.pth``: a narrow R18-D8 CCNet checkpoint (5 classes, 48×64 test scale, < 1 MB) written
+  by ``tests/helpers.make_checkpoint``, and ``base.onnx``, its ONNX export (< 1 MB: a case
+  copies or rewrites it in milliseconds);
+- ``photo.png``, two mp4v clips made from a real photo (a synthetic one without the shared
+  data folder) and ``dataset/``, a two-image folder dataset for ``ccnet eval``.
 
-References are PyTorch predictions of the source checkpoints with the same metadata: a case's
-ONNX Runtime or PyTorch output must agree with them on >= 99 % of pixels.
+The reference is the PyTorch prediction of small.pth: a case's ONNX Runtime or PyTorch output
+must agree with it on >= 99 % of pixels.
 """
 from __future__ import annotations
 
@@ -24,7 +23,8 @@ import cv2
 import numpy as np
 import onnx
 
-SCALE = (64, 48)  # test scale (w, h) of every fuzz model: cases run in milliseconds
+SCALE = (64, 48)  # test scale (w, h) of the fuzz model: cases run in milliseconds
+NUM_CLASSES = 5
 MIN_AGREEMENT = 0.99
 CLIP_FRAMES = 8
 LONG_CLIP_FRAMES = 400
@@ -35,26 +35,17 @@ class Environment:
     folder: str
     small_ckpt: str
     base_onnx: str
-    tiny_ckpt: str
     photo: str
     clip: str
     long_clip: str
+    dataset: str
+    num_classes: int = NUM_CLASSES
 
     @functools.cached_property
-    def small_model(self):
+    def model(self):
         from ccnet.checkpoint import load_model
 
         return load_model(self.small_ckpt)
-
-    @functools.cached_property
-    def onnx_model(self):
-        """The PyTorch model base.onnx was exported from, with base.onnx's metadata."""
-        from ccnet.checkpoint import load_model
-        from export.metadata import read_metadata
-
-        model = load_model(self.tiny_ckpt)
-        model.meta = read_metadata(self.base_onnx)
-        return model
 
     @functools.cached_property
     def base_proto(self) -> "onnx.ModelProto":
@@ -62,28 +53,21 @@ class Environment:
         return onnx.load(self.base_onnx)
 
     @functools.cached_property
-    def onnx_classes(self) -> int:
-        from export.metadata import read_metadata
-
-        return read_metadata(self.base_onnx).num_classes
-
-    @functools.cached_property
     def _cache(self) -> dict:
         return {}
 
-    def reference(self, which: str, image: np.ndarray) -> np.ndarray:
-        """PyTorch labels of ``image`` for "small" (small.pth) or "onnx" (base.onnx)."""
+    def reference(self, image: np.ndarray) -> np.ndarray:
+        """PyTorch's labels of ``image`` (small.pth, the model base.onnx was exported from)."""
         from ccnet.inference import predict
 
-        key = (which, hashlib.sha256(image.tobytes()).hexdigest(), image.shape)
+        key = (hashlib.sha256(image.tobytes()).hexdigest(), image.shape)
         if key not in self._cache:
-            model = self.small_model if which == "small" else self.onnx_model
-            self._cache[key] = predict(model, image).labels
+            self._cache[key] = predict(self.model, image).labels
         return self._cache[key]
 
-    def agrees(self, which: str, image: np.ndarray, labels: np.ndarray) -> Optional[str]:
+    def agrees(self, image: np.ndarray, labels: np.ndarray) -> Optional[str]:
         """A problem with ``labels`` as the segmentation of ``image`` (None when right)."""
-        expected = self.reference(which, image)
+        expected = self.reference(image)
         if labels.shape != expected.shape:
             return f"labels {labels.shape} for an image of {expected.shape}"
         agreement = float((labels == expected).mean())
@@ -111,30 +95,36 @@ def write_clip(path: str, frames: int, base: np.ndarray) -> None:
     writer.release()
 
 
-def build_environment(folder: str, tiny_ckpt: str, tiny_onnx: str) -> Environment:
-    """Write the valid inputs into ``folder``."""
+def build_environment(folder: str) -> Environment:
+    """Write the valid inputs into ``folder`` (the ONNX export takes most of the time)."""
     from helpers import make_checkpoint
 
     from ccnet.zoo import custom_config
-    from export.metadata import read_metadata, set_metadata
-    from export.onnx_file import load_onnx
+    from export.to_onnx import export_onnx
 
     os.makedirs(folder, exist_ok=True)
     small = os.path.join(folder, "small.pth")
     make_checkpoint(small, custom_config(
-        "fuzz-small", depth=18, num_classes=5, channels=16, aux_channels=8, base_channels=8,
-        stem_channels=8, test_scale=SCALE), seed=3)
+        "fuzz-small", depth=18, num_classes=NUM_CLASSES, channels=16, aux_channels=8,
+        base_channels=8, stem_channels=8, test_scale=SCALE), seed=3)
     base = os.path.join(folder, "base.onnx")
-    model = load_onnx(tiny_onnx)
-    set_metadata(model, read_metadata(model).replace(test_scale=SCALE))
-    onnx.save(model, base)
+    export_onnx(small, base, verify=False, log=lambda *a: None)
     photo = os.path.join(folder, "photo.png")
     image = _photo()
     cv2.imwrite(photo, image)
     clip, long_clip = os.path.join(folder, "clip.mp4"), os.path.join(folder, "long.mp4")
     write_clip(clip, CLIP_FRAMES, image)
     write_clip(long_clip, LONG_CLIP_FRAMES, image)
-    return Environment(folder, small, base, tiny_ckpt, photo, clip, long_clip)
+    dataset = os.path.join(folder, "dataset")
+    for sub in ("images", "labels"):
+        os.makedirs(os.path.join(dataset, sub))
+    for i in range(2):
+        view = np.ascontiguousarray(image[:, ::-1] if i else image)
+        cv2.imwrite(os.path.join(dataset, "images", f"{i}.png"), view)
+        labels = (np.arange(view.shape[1])[None, :] * NUM_CLASSES // view.shape[1]).repeat(
+            view.shape[0], 0).astype(np.uint8)
+        cv2.imwrite(os.path.join(dataset, "labels", f"{i}.png"), labels)
+    return Environment(folder, small, base, photo, clip, long_clip, dataset)
 
 
 def write_onnx(env: Environment, case_dir: str, model: Optional["onnx.ModelProto"] = None,

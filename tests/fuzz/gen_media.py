@@ -46,8 +46,8 @@ def _image_case(env, name: str, expect: str, write, ext: str = ".png", message=N
         path = os.path.join(case_dir, "in", "img" + ext)
         out = os.path.join(case_dir, "out", "labels.png")
         if check == "match":
-            return checks.labels_match(env, "onnx", path, out, env.onnx_classes)
-        return checks.labels_wellformed(path, out, env.onnx_classes)
+            return checks.labels_match(env, path, out)
+        return checks.labels_wellformed(path, out, env.num_classes)
 
     return Case(id=f"image/{name}", family="image",
                 argv=["predict", "--model", MODEL, "--input", image, "--out", "{out}/labels.png"],
@@ -131,7 +131,7 @@ def image_cases(env, size: str) -> List[Case]:
     for name, (write, ext, expect) in broken.items():
         cases.append(_image_case(env, f"broken/{name}", expect, write, ext, check="wellformed"))
     rng = random.Random(56)
-    for i in range(6 if size == "fast" else 80):
+    for i in range(6 if size == "fast" else 200):
         h = max(1, int(10 ** rng.uniform(0, 3.3)))
         w = max(1, min(int(10 ** rng.uniform(0, 3.3)), 10 ** 6 // h))
         ext = rng.choice([".png", ".bmp", ".jpg"])
@@ -160,7 +160,7 @@ def path_cases(env) -> List[Case]:
 
     def logits_ok(case_dir, result):
         logits = np.load(os.path.join(case_dir, "out", "logits.npy"))
-        return None if logits.shape == (env.onnx_classes, 48, 64) else f"logits {logits.shape}"
+        return None if logits.shape == (env.num_classes, 48, 64) else f"logits {logits.shape}"
 
     return [
         case("out_folder", "{out}/labels.png", setup_out=lambda o: os.mkdir(
@@ -287,7 +287,7 @@ def video_cases(env, size: str) -> List[Case]:
             "--labels-dir", "{out}/x.mp4", "--no-progress"]),
     ]
     rng = random.Random(78)
-    for i in range(3 if size == "fast" else 40):
+    for i in range(3 if size == "fast" else 100):
         start, length = rng.uniform(0.05, 0.95), rng.choice([16, 200, 1500])
         cases.append(_video_case(env, f"random/damaged/{i}", "either",
                                  _clip_setup(env, _zeroed(start, length))))

@@ -19,7 +19,7 @@ import onnx
 from ccnet.meta import METADATA_KEY
 
 from . import checks
-from .environment import write_onnx
+from .environment import NUM_CLASSES, write_onnx
 from .harness import Case
 
 MODEL = "{in}/model.onnx"
@@ -46,8 +46,8 @@ def _predict(env, name: str, expect: str, setup, message=None, check="match") ->
     def check_fn(case_dir, result):
         out = os.path.join(case_dir, "out", "labels.png")
         if check == "match":
-            return checks.labels_match(env, "onnx", env.photo, out, env.onnx_classes)
-        return checks.labels_wellformed(env.photo, out, env.onnx_classes)
+            return checks.labels_match(env, env.photo, out)
+        return checks.labels_wellformed(env.photo, out, env.num_classes)
 
     return Case(id=f"onnx/{name}", family="onnx",
                 argv=["predict", "--model", MODEL, "--input", env.photo, "--out",
@@ -85,10 +85,10 @@ def _field(name: str, value):
 # ----------------------------------------------------------------------------- metadata
 BAD_FIELDS = {
     "classes_int": ("classes", 42), "classes_empty": ("classes", []),
-    "classes_ints": ("classes", list(range(21))), "classes_1e6": ("classes", ["c"] * 10 ** 6),
-    "palette_short": ("palette", [[1, 2, 3]]), "palette_300": ("palette", [[300, 0, 0]] * 21),
-    "palette_negative": ("palette", [[-1, 0, 0]] * 21), "palette_str": ("palette", "red"),
-    "palette_pairs": ("palette", [[1, 2]] * 21), "scale_zero": ("test_scale", [0, 0]),
+    "classes_ints": ("classes", list(range(NUM_CLASSES))), "classes_1e6": ("classes", ["c"] * 10 ** 6),
+    "palette_short": ("palette", [[1, 2, 3]]), "palette_300": ("palette", [[300, 0, 0]] * NUM_CLASSES),
+    "palette_negative": ("palette", [[-1, 0, 0]] * NUM_CLASSES), "palette_str": ("palette", "red"),
+    "palette_pairs": ("palette", [[1, 2]] * NUM_CLASSES), "scale_zero": ("test_scale", [0, 0]),
     "scale_negative": ("test_scale", [-64, 48]), "scale_str": ("test_scale", ["a", "b"]),
     "scale_huge": ("test_scale", [10 ** 9, 10 ** 9]), "scale_float": ("test_scale", [64.5, 48]),
     "scale_one": ("test_scale", [64]), "scale_null": ("test_scale", None),
@@ -100,7 +100,7 @@ BAD_FIELDS = {
     "bgr_str": ("bgr_to_rgb", "true"), "reduce_int": ("reduce_zero_label", 0),
     "ignore_negative": ("ignore_index", -1), "ignore_str": ("ignore_index", "255"),
     "name_int": ("name", 42), "dataset_list": ("dataset", ["voc"]),
-    "extra_list": ("extra", [1]), "num_classes_wrong": ("num_classes", 20),
+    "extra_list": ("extra", [1]), "num_classes_wrong": ("num_classes", NUM_CLASSES + 1),
 }
 SLIDE_BAD = {
     "slide_no_crop": dict(mode="slide"),
@@ -342,7 +342,30 @@ def _raw_graph(env, transform: Callable[[bytes], bytes]):
     return setup
 
 
+def eval_cases(env, size: str) -> List[Case]:
+    """``ccnet eval`` on a folder dataset: slide stride 0 used to be a ZeroDivisionError."""
+    def case(name, expect, setup, message=None):
+        return Case(id=f"onnx/eval/{name}", family="onnx",
+                    argv=["eval", "--model", MODEL, "--data", env.dataset, "--dataset", "folder",
+                          "--no-progress"], expect=expect, setup=setup, message=message,
+                    check=lambda d, r: None if "mIoU" in r["stdout"] else "no mIoU printed")
+
+    cases = [case("valid", "ok", lambda d: write_onnx(env, d)),
+             case("slide_stride0", "error", _mutated(env, _meta_setter(lambda d: d.update(
+                 mode="slide", crop_size=[32, 32], stride=[0, 0]))), "stride")]
+    if size != "fast":
+        for name in ("scale_tiny", "mean_nan", "palette_short", "num_classes_wrong"):
+            key, value = BAD_FIELDS[name]
+            cases.append(case(name, "error", _mutated(env, _meta_setter(_field(key, value))),
+                              "metadata"))
+        cases.append(case("json_42", "error", _mutated(env, _meta_setter(lambda d: "42")),
+                          "metadata"))
+        cases.append(case("corrupt", "error", _flipped_weights(env, 0.7), CORRUPT))
+    return cases
+
+
 def onnx_cases(env, size: str) -> List[Case]:
-    cases = metadata_cases(env) + checksum_cases(env) + graph_cases(env) + fp16_cases(env, size)
-    return cases + random_cases(env, 20 if size == "fast" else 240, seed=34)
+    cases = (metadata_cases(env) + checksum_cases(env) + graph_cases(env)
+             + fp16_cases(env, size) + eval_cases(env, size))
+    return cases + random_cases(env, 20 if size == "fast" else 600, seed=34)
 

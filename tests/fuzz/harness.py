@@ -21,6 +21,7 @@ import json
 import os
 import re
 import selectors
+import shutil
 import subprocess
 import sys
 import time
@@ -246,6 +247,8 @@ def run_cases(cases: List[Case], root: str, env: Dict[str, str],
             outcome = classify(case, result, case_dir, before)
             outcome.seconds = time.perf_counter() - start
             report.outcomes.append(outcome)
+            if outcome.category == "clean":  # failures stay for inspection
+                shutil.rmtree(case_dir, ignore_errors=True)
             log(f"{case.id}: {outcome.category} ({outcome.seconds:.2f} s) {outcome.detail[:120]}")
     finally:
         worker.close()
