@@ -82,7 +82,11 @@ class OrtRunner(Runner):
         self.input_name = inputs[0].name
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.output_name = outputs[0].name
-        custom = self.session.get_modelmeta().custom_metadata_map or {}
+        try:
+            custom = self.session.get_modelmeta().custom_metadata_map or {}
+        except UnicodeDecodeError:  # protobuf strings must be UTF-8: a damaged file
+            raise CCNetError(f"{model_path} is corrupt: its metadata is not valid UTF-8 text; "
+                             "export or copy it again") from None
         if METADATA_KEY in custom and check_checksum:
             _verify_checksum(model_path)  # first: damage is reported as such
         meta = ModelMeta.from_json(custom[METADATA_KEY]) if METADATA_KEY in custom else None

@@ -191,7 +191,10 @@ def checksum_cases(env) -> List[Case]:
              _predict(env, "checksum/digest_short", "error", digest("abc"), CORRUPT),
              _predict(env, "checksum/digest_int", "error", digest(7), CORRUPT),
              _predict(env, "checksum/weights_flipped", "error", _flipped_weights(env, 0.5),
-                      CORRUPT)]
+                      CORRUPT),
+             # Protobuf strings are UTF-8: one bad byte in the metadata text.
+             _predict(env, "checksum/metadata_not_utf8", "error", _raw_graph(
+                 env, lambda b: b.replace(b'"dataset"', b'"d\x98taset"', 1)), CORRUPT)]
     return cases
 
 
