@@ -8,6 +8,7 @@ pure Python (no tensorrt, no torch), so the checks are testable anywhere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -90,6 +91,11 @@ def write_engine_info(engine_path: str, info: EngineInfo) -> str:
         info = dataclasses.replace(info, engine_sha256=file_sha256(engine_path))
     atomic_write(path, info.to_json().encode("utf-8"))
     return path
+
+
+def with_engine_digest(info: EngineInfo, engine: bytes) -> EngineInfo:
+    """``info`` recording the digest of the serialized ``engine`` about to be written."""
+    return dataclasses.replace(info, engine_sha256=hashlib.sha256(engine).hexdigest())
 
 
 def check_engine_digest(engine_path: str, info: EngineInfo) -> None:

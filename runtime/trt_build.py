@@ -21,7 +21,7 @@ from ccnet.errors import CCNetError
 from ccnet.files import check_output_file, commit_together, require_file
 
 from .engine_info import (EngineInfo, Shape, format_shape, parse_shapes, side_file_path,
-                          write_engine_info)
+                          with_engine_digest, write_engine_info)
 from .trt_common import (PLUGIN_FLAG_HINT, creator_key, import_tensorrt, load_plugin_library,
                          plugin_description, polygraphy_errors, polygraphy_logging,
                          resolve_plugin_library)
@@ -252,6 +252,7 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
             return info
         engine = _build_serialized(builder, network, parser,
                                    engine_config(trt, ranges, options, library), options, onnx_path)
+    info = with_engine_digest(info, engine)
     commit_together([(engine_path, lambda tmp: _write_bytes(tmp, engine)),
                      (side_file_path(engine_path), lambda tmp: _write_bytes(
                          tmp, info.to_json().encode("utf-8")))])

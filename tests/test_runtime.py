@@ -147,14 +147,16 @@ def test_labels_output_model_is_refused(tiny_onnx, tmp_path):
 
     from runtime import OrtRunner, Segmenter
 
-    meta_json = OrtRunner(tiny_onnx).meta.to_json()
+    from export.metadata import set_metadata
+
+    meta = OrtRunner(tiny_onnx).meta
     graph = helper.make_graph(
         [helper.make_node("ArgMax", ["input"], ["labels"], axis=1, keepdims=0)], "labels",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 8, 8])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
-    helper.set_model_props(model, {METADATA_KEY: meta_json})
+    set_metadata(model, meta)  # with the checksum of this model
     path = tmp_path / "labels.onnx"
     onnx.save(model, str(path))
     runner = OrtRunner(str(path))

@@ -4,6 +4,8 @@ buffers, CUDA-graph replay, inspector context.  The doubles follow documented be
 write no outputs (an enqueue checks its preconditions only): these prove our control flow."""
 from __future__ import annotations
 
+import json
+
 import threading
 
 import numpy as np
@@ -152,6 +154,14 @@ def test_missing_plugin_library_and_corrupt_engine(engine, tmp_path, monkeypatch
         TrtRunner(engine, plugins=str(tmp_path / "libmissing.so"))
     with open(engine, "wb") as f:
         f.write(b"corrupt")
+    with pytest.raises(CCNetError, match="does not match the digest in its side file"):
+        TrtRunner(engine)  # the digest ccnet build recorded catches it before TensorRT
+    side = engine + ".json"
+    with open(side) as f:
+        info = json.load(f)
+    info.pop("engine_sha256")  # a side file written before the digest existed
+    with open(side, "w") as f:
+        json.dump(info, f)
     with pytest.raises(CCNetError, match="cannot deserialize .*corrupt, was built for another GPU"):
         TrtRunner(engine)
 
