@@ -37,4 +37,4 @@ def test_fuzz_fast_slice(fuzz_env, tmp_path):
 @pytest.mark.slow
 def test_fuzz_full_campaign(fuzz_env, tmp_path):
     report = _campaign(fuzz_env, "full", tmp_path)
-    assert report.counts()["cases"] >= 1000
+    assert report.counts()["cases"] >= 2500

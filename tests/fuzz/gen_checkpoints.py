@@ -369,7 +369,7 @@ def random_cases(env, count: int, seed: int) -> List[Case]:
 def checkpoint_cases(env, size: str) -> List[Case]:
     cases = (layout_cases(env) + not_checkpoint_cases(env) + malicious_cases(env)
              + structure_cases(env) + meta_cases(env) + export_cases(env))
-    cases += random_cases(env, 25 if size == "fast" else 600, seed=12)
+    cases += random_cases(env, 25 if size == "fast" else 900, seed=12)
     if size != "fast":
         cases += export_slow_cases(env)
     return cases

@@ -131,7 +131,7 @@ def image_cases(env, size: str) -> List[Case]:
     for name, (write, ext, expect) in broken.items():
         cases.append(_image_case(env, f"broken/{name}", expect, write, ext, check="wellformed"))
     rng = random.Random(56)
-    for i in range(6 if size == "fast" else 200):
+    for i in range(6 if size == "fast" else 300):
         h = max(1, int(10 ** rng.uniform(0, 3.3)))
         w = max(1, min(int(10 ** rng.uniform(0, 3.3)), 10 ** 6 // h))
         ext = rng.choice([".png", ".bmp", ".jpg"])
@@ -287,7 +287,7 @@ def video_cases(env, size: str) -> List[Case]:
             "--labels-dir", "{out}/x.mp4", "--no-progress"]),
     ]
     rng = random.Random(78)
-    for i in range(3 if size == "fast" else 100):
+    for i in range(3 if size == "fast" else 150):
         start, length = rng.uniform(0.05, 0.95), rng.choice([16, 200, 1500])
         cases.append(_video_case(env, f"random/damaged/{i}", "either",
                                  _clip_setup(env, _zeroed(start, length))))

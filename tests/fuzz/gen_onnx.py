@@ -370,5 +370,5 @@ def eval_cases(env, size: str) -> List[Case]:
 def onnx_cases(env, size: str) -> List[Case]:
     cases = (metadata_cases(env) + checksum_cases(env) + graph_cases(env)
              + fp16_cases(env, size) + eval_cases(env, size))
-    return cases + random_cases(env, 20 if size == "fast" else 600, seed=34)
+    return cases + random_cases(env, 20 if size == "fast" else 900, seed=34)
 
