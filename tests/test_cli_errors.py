@@ -151,7 +151,7 @@ def test_predict_outputs_checked_first(tmp_path, small_onnx, capsys):
     cases = [(["--out", str(tmp_path / "labels.jpg")], "must end in .png"),
              (["--out", str(tmp_path / "folder.png")], "is a folder"),
              (["--out", str(tmp_path / "fifo.png")], "not a regular file"),
-             (["--out", image], "three different files"),
+             (["--out", image], "must be different files"),
              (["--out", str(tmp_path / "x.png"), "--overlay", "--save-logits",
                str(tmp_path / "l.txt")], ".npy"),
              (["--out", str(tmp_path / "nope" / "x.png")], "does not exist"),
