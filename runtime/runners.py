@@ -116,19 +116,22 @@ class OrtRunner(Runner):
         if self.label_head:
             raise CCNetError(f"{self.path} has a label head: call infer_labels(batch, (H, W))")
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        try:
-            out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        except Exception as e:  # ORT's Fail/InvalidArgument/RuntimeException: one line
-            raise CCNetError(f"ONNX Runtime failed to run {self.path} on input "
-                             f"{tuple(batch.shape)}: {first_line(e)}") from None
+        out = self._run({self.input_name: batch})
         return out.astype(np.float32, copy=False) if self.output_kind == "logits" else out
 
     def infer_labels(self, batch: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
         if not self.label_head:
             return super().infer_labels(batch, size)
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        return self.session.run([self.output_name], {self.input_name: batch,
-                                                     LABEL_HEAD_INPUT: label_head_feed(size)})[0]
+        return self._run({self.input_name: batch, LABEL_HEAD_INPUT: label_head_feed(size)})
+
+    def _run(self, feed: dict) -> np.ndarray:
+        try:
+            return self.session.run([self.output_name], feed)[0]
+        except Exception as e:  # ORT's Fail/InvalidArgument/RuntimeException: one line
+            shape = tuple(feed[self.input_name].shape)
+            raise CCNetError(f"ONNX Runtime failed to run {self.path} on input {shape}: "
+                             f"{first_line(e)}") from None
 
     def release(self) -> None:
         self.session = None
