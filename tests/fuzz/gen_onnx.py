@@ -198,15 +198,17 @@ def checksum_cases(env) -> List[Case]:
     return cases
 
 
+def _flip_initializer(model: onnx.ModelProto, fraction: float, mask: int) -> None:
+    """Flip bits of one byte of one initializer's data (the file still parses)."""
+    tensors = [t for t in model.graph.initializer if len(t.raw_data) > 16]
+    tensor = tensors[int(fraction * len(tensors)) % len(tensors)]
+    data = bytearray(tensor.raw_data)
+    data[int(fraction * 7919 * len(data)) % len(data)] ^= mask
+    tensor.raw_data = bytes(data)
+
+
 def _flipped_weights(env, fraction: float, mask: int = 0x10):
-    """A byte of one initializer's data flipped (the file still parses)."""
-    def mutate(model):
-        tensors = [t for t in model.graph.initializer if len(t.raw_data) > 16]
-        tensor = tensors[int(fraction * len(tensors)) % len(tensors)]
-        data = bytearray(tensor.raw_data)
-        data[int(fraction * 7919 * len(data)) % len(data)] ^= mask
-        tensor.raw_data = bytes(data)
-    return _mutated(env, mutate)
+    return _mutated(env, lambda model: _flip_initializer(model, fraction, mask))
 
 
 # ----------------------------------------------------------------------------- graph
@@ -367,8 +369,40 @@ def eval_cases(env, size: str) -> List[Case]:
     return cases
 
 
+def _label_head(env, change: Callable[[onnx.ModelProto], None] = lambda model: None):
+    """base.onnx with the label head (resize back + argmax in the graph), metadata rewritten
+    with its checksum, then ``change`` applied."""
+    def setup(case_dir):
+        from export.label_head import add_label_head, with_head_metadata
+        from export.metadata import read_metadata, set_metadata
+
+        model = _base(env)
+        meta = read_metadata(model)
+        head = add_label_head(model, meta)
+        set_metadata(head, with_head_metadata(meta))
+        change(head)
+        write_onnx(env, case_dir, head)
+    return setup
+
+
+def label_head_cases(env, size: str) -> List[Case]:
+    cases = [_predict(env, "label_head/valid", "ok", _label_head(env)),
+             _predict(env, "label_head/meta_stride0", "error", _label_head(env, _meta_setter(
+                 lambda d: d.update(mode="slide", crop_size=[32, 32], stride=[0, 0]))),
+                 "metadata"),
+             _predict(env, "label_head/weights_flipped", "error", _label_head(
+                 env, lambda m: _flip_initializer(m, 0.3, 0x20)), CORRUPT)]
+    if size != "fast":
+        cases.append(Case(
+            id="onnx/label_head/fp16", family="onnx",
+            argv=["fp16", "--model", MODEL, "--out", "{out}/half.onnx"], expect="ok",
+            setup=_label_head(env), outputs=("half.onnx",), timeout=300,
+            check=lambda d, r: checks.onnx_runs(os.path.join(d, "out", "half.onnx"), "fp16")))
+    return cases
+
+
 def onnx_cases(env, size: str) -> List[Case]:
     cases = (metadata_cases(env) + checksum_cases(env) + graph_cases(env)
-             + fp16_cases(env, size) + eval_cases(env, size))
+             + fp16_cases(env, size) + eval_cases(env, size) + label_head_cases(env, size))
     return cases + random_cases(env, 20 if size == "fast" else 900, seed=34)
 
