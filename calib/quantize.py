@@ -101,9 +101,10 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         calibration = _calibrate(source, prepared, (images_dir, image_list, holdout), cache,
                                  options, workdir)
         qmodel, details = _place(source, prepared, calibration, options, workdir)
-    _finish(qmodel, source, calibration, options, details)
     if label_head_of(source.meta):  # set aside by load_source, re-attached to the INT8 graph
         qmodel = add_label_head(qmodel, source.meta)
+    # Metadata last: its checksum (export.metadata) covers the whole graph, head included.
+    _finish(qmodel, source, calibration, options, details)
     if cache is not None and calibration.cache is None:
         save_cache(cache, calibration.ranges, source.sha256, calibration.method,
                    calibration.data.images, calibration.data.holdout, options.seed)
