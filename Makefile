@@ -3,6 +3,9 @@ PYTHON ?= python3
 # The library accepts a torch range (setup.py, [export]); the Makefile pins the CPU wheel that
 # installs offline on our machines.  Override: make test TORCH_VERSION=2.12.0
 TORCH_VERSION ?= 2.13.0
+# PyTriton ([serve]) needs numpy<2 and pyarrow 26 (pulled by Ray Data, [batch]) needs numpy>=2:
+# the test environment holds both, so it takes the last pyarrow that runs on numpy 1.x.
+COMPAT ?= "pyarrow<26"
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ccnet-installed
@@ -13,7 +16,7 @@ DEMO_OUT ?= demo_out
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -e ".[ort,export,test,serve,batch]" "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q --no-build-isolation -e ".[ort,export,test,serve,batch]" "torch==$(TORCH_VERSION)" $(COMPAT)
 	touch $(STAMP)
 
 install: $(STAMP)

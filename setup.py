@@ -46,8 +46,10 @@ EXTRAS = {
 }
 # Everything that installs side by side (not ort-gpu, which replaces ort; not pycuda, which
 # compiles against a local CUDA toolkit).
+# PyTriton needs numpy<2 and pyarrow 26 (through Ray Data) numpy>=2: together they need an
+# older pyarrow.
 EXTRAS["all"] = sorted({req for name in ("ort", "trt", "export", "serve", "batch", "test")
-                        for req in EXTRAS[name]})
+                        for req in EXTRAS[name]} | {"pyarrow<26"})
 # Older names of two profiles, kept so existing install commands keep working.
 EXTRAS["cpu"] = EXTRAS["ort"]
 EXTRAS["gpu"] = EXTRAS["ort-gpu"] + EXTRAS["trt"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import cv2
 import numpy as np
 
 from ccnet.files import write_json
-from int8_latency import cpu_info  # bench/ is the script's folder, first on sys.path
+from runtime.machine import library_versions, machine_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,17 +107,6 @@ def same_outputs(folders: list) -> bool:
     return True
 
 
-def versions() -> dict:
-    import onnxruntime
-    import ray
-
-    import ccnet
-
-    return {"python": platform.python_version(), "ray": ray.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "opencv": cv2.__version__, "ccnet-deploy": ccnet.__version__}
-
-
 def run_all(model: str, source: str, tmp: str) -> list:
     import ray
 
@@ -167,12 +155,12 @@ def main(argv=None) -> int:
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result = {"machine": {"cpu": cpu_info(), "load_average_before": load_before,
+    result = {"machine": {"cpu": machine_info(), "load_average_before": load_before,
                           "load_average_after": load_after},
-              "versions": versions(), "model": "ccnet-demo ONNX (fp32), test scale 512x256",
+              "versions": library_versions(), "model": "ccnet-demo ONNX (fp32), test scale 512x256",
               "images": args.images, "image_size": list(SIZE), "rows": rows,
               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(f"CPU: {result['machine']['cpu']['model']} ({os.cpu_count()} cores), load average "
+    print(f"CPU: {result['machine']['cpu']['cpu']} ({os.cpu_count()} cores), load average "
           f"{load_before[0]:.1f} before / {load_after[0]:.1f} after; {args.images} images "
           f"{SIZE[1]}x{SIZE[0]}")
     print(f"{'configuration':36} {'wall s':>7} {'img/s':>7} {'first PNG s':>12} "

@@ -11,8 +11,6 @@ Shapes N x C x H x W with Cq = C/8: 1x512x128x256, 2x512x97x97, 1x512x64x128; FP
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 
@@ -59,6 +57,55 @@ def measured_copy_bandwidth_gbs(torch, warmup: int, iters: int) -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
+def bench_shape(torch, lib, dtype, code: int, shape, peak, copy_bw, warmup: int, iters: int) -> dict:
+    """Kernel vs reference op time for one dtype and N×C×H×W, with the memory-traffic floor."""
+    import plugins
+
+    n, c, h, w = shape
+    cq = c // 8
+    q = torch.randn(n, cq, h, w, device="cuda").mul_(0.35).to(dtype)
+    k = torch.randn(n, cq, h, w, device="cuda").mul_(0.35).to(dtype)
+    v = torch.randn(n, c, h, w, device="cuda").to(dtype)
+    out = torch.empty_like(v)
+    ws_bytes = lib.ccnet_cca_workspace_size(n, h, w)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+
+    def kernel():
+        status = lib.ccnet_cca_forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
+                                       n, cq, c, h, w, code, ws.data_ptr(), ws_bytes, stream)
+        if status != 0:
+            raise RuntimeError(f"ccnet_cca_forward: {plugins.STATUS_NAMES.get(status, status)}")
+
+    kernel_ms = time_ms(torch, kernel, warmup, iters)
+    ref_ms = time_ms(torch, lambda: torch.ops.ccnet.criss_cross_attention(q, k, v), warmup, iters)
+    traffic = (2 * q.numel() + 2 * v.numel()) * q.element_size()
+    floor_ms = traffic / (peak * 1e9) * 1e3 if peak else None
+    copy_floor_ms = traffic / (copy_bw * 1e9) * 1e3
+    return {
+        "dtype": str(dtype).replace("torch.", ""), "shape_nchw": [n, c, h, w], "cq": cq,
+        "kernel_ms": kernel_ms, "reference_ms": ref_ms, "speedup_vs_reference": ref_ms / kernel_ms,
+        "traffic_bytes": traffic, "floor_ms_peak": floor_ms,
+        "kernel_over_floor": kernel_ms / floor_ms if floor_ms else None,
+        "floor_ms_measured_copy": copy_floor_ms,
+        "kernel_over_copy_floor": kernel_ms / copy_floor_ms,
+    }
+
+
+def print_table(rows, device: str, peak, copy_bw: float) -> None:
+    print(f"device: {device}; peak bandwidth {peak or 'unknown'} GB/s; measured copy {copy_bw:.0f} GB/s")
+    header = (f"{'dtype':8} {'N x C x H x W':16} {'kernel ms':>10} {'torch ms':>10} {'speedup':>8} "
+              f"{'floor ms':>9} {'x floor':>8}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        shape = "x".join(map(str, r["shape_nchw"]))
+        floor = f"{r['floor_ms_peak']:.4f}" if r["floor_ms_peak"] else "n/a"
+        ratio = f"{r['kernel_over_floor']:.2f}" if r["kernel_over_floor"] else "n/a"
+        print(f"{r['dtype']:8} {shape:16} {r['kernel_ms']:10.4f} {r['reference_ms']:10.4f} "
+              f"{r['speedup_vs_reference']:8.1f} {floor:>9} {ratio:>8}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the results to this JSON file")
@@ -74,59 +121,22 @@ def main(argv=None) -> int:
         return 2
     import ccnet.ops  # noqa: F401  registers torch.ops.ccnet.criss_cross_attention
     import plugins
+    from ccnet.files import write_json
+    from runtime.machine import library_versions, machine_info
 
     lib = plugins.load_library()
     device = torch.cuda.get_device_name()
     peak = args.peak_bw_gbs or peak_bandwidth_gbs(device)
     copy_bw = measured_copy_bandwidth_gbs(torch, args.warmup, args.iters)
-    stream = torch.cuda.current_stream().cuda_stream
-    rows = []
-    for dtype, code in ((torch.float32, plugins.DTYPE_FP32), (torch.float16, plugins.DTYPE_FP16)):
-        for n, c, h, w in SHAPES:
-            cq = c // 8
-            q = torch.randn(n, cq, h, w, device="cuda").mul_(0.35).to(dtype)
-            k = torch.randn(n, cq, h, w, device="cuda").mul_(0.35).to(dtype)
-            v = torch.randn(n, c, h, w, device="cuda").to(dtype)
-            out = torch.empty_like(v)
-            ws_bytes = lib.ccnet_cca_workspace_size(n, h, w)
-            ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
-
-            def kernel():
-                status = lib.ccnet_cca_forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(),
-                                               n, cq, c, h, w, code, ws.data_ptr(), ws_bytes, stream)
-                if status != 0:
-                    raise RuntimeError(f"ccnet_cca_forward: {plugins.STATUS_NAMES.get(status, status)}")
-
-            kernel_ms = time_ms(torch, kernel, args.warmup, args.iters)
-            ref_ms = time_ms(torch, lambda: torch.ops.ccnet.criss_cross_attention(q, k, v), args.warmup, args.iters)
-            traffic = (2 * q.numel() + 2 * v.numel()) * q.element_size()
-            floor_ms = traffic / (peak * 1e9) * 1e3 if peak else None
-            copy_floor_ms = traffic / (copy_bw * 1e9) * 1e3
-            rows.append({
-                "dtype": str(dtype).replace("torch.", ""), "shape_nchw": [n, c, h, w], "cq": cq,
-                "kernel_ms": kernel_ms, "reference_ms": ref_ms, "speedup_vs_reference": ref_ms / kernel_ms,
-                "traffic_bytes": traffic, "floor_ms_peak": floor_ms,
-                "kernel_over_floor": kernel_ms / floor_ms if floor_ms else None,
-                "floor_ms_measured_copy": copy_floor_ms,
-                "kernel_over_copy_floor": kernel_ms / copy_floor_ms,
-            })
-
-    print(f"device: {device}; peak bandwidth {peak or 'unknown'} GB/s; measured copy {copy_bw:.0f} GB/s")
-    header = f"{'dtype':8} {'N x C x H x W':16} {'kernel ms':>10} {'torch ms':>10} {'speedup':>8} {'floor ms':>9} {'x floor':>8}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        shape = "x".join(map(str, r["shape_nchw"]))
-        floor = f"{r['floor_ms_peak']:.4f}" if r["floor_ms_peak"] else "n/a"
-        ratio = f"{r['kernel_over_floor']:.2f}" if r["kernel_over_floor"] else "n/a"
-        print(f"{r['dtype']:8} {shape:16} {r['kernel_ms']:10.4f} {r['reference_ms']:10.4f} "
-              f"{r['speedup_vs_reference']:8.1f} {floor:>9} {ratio:>8}")
+    rows = [bench_shape(torch, lib, dtype, code, shape, peak, copy_bw, args.warmup, args.iters)
+            for dtype, code in ((torch.float32, plugins.DTYPE_FP32), (torch.float16, plugins.DTYPE_FP16))
+            for shape in SHAPES]
+    print_table(rows, device, peak, copy_bw)
     result = {"device": device, "peak_bandwidth_gbs": peak, "measured_copy_bandwidth_gbs": copy_bw,
-              "torch": torch.__version__, "warmup": args.warmup, "iters": args.iters, "results": rows}
+              "torch": torch.__version__, "machine": machine_info(), "versions": library_versions(),
+              "warmup": args.warmup, "iters": args.iters, "results": rows}
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, make_dirs=True)
         print(f"wrote {args.json}")
     return 0
 

@@ -11,40 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from runtime.machine import library_versions, machine_info, median_ms
 
 CASES = [  # (label, config, input shape)
     ("R50-D8 cityscapes", "ccnet_r50-d8_4xb2-80k_cityscapes-512x1024", (1, 3, 512, 1024)),
     ("R18-D8 small (64ch head)", None, (1, 3, 256, 512)),
 ]
-
-
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown"
-
-
-def _median_ms(fn, reps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
 
 
 def main(argv=None) -> int:
@@ -78,19 +55,20 @@ def main(argv=None) -> int:
             row = {"model": label, "input": list(shape)}
             with torch.inference_mode():
                 xt = torch.from_numpy(x)
-                row["torch_eager_ms"] = _median_ms(lambda: model(xt), args.reps, args.warmup)
+                row["torch_eager_ms"] = median_ms(lambda: model(xt), args.reps, args.warmup)
             for precision in ("fp32", "fp16"):
                 path = os.path.join(tmp, f"{precision}.onnx")
                 export_onnx(model, path, fp16=precision == "fp16", verify=False,
                             log=lambda *a: None)
                 session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-                row[f"ort_{precision}_ms"] = _median_ms(
+                row[f"ort_{precision}_ms"] = median_ms(
                     lambda: session.run(None, {"input": x}), args.reps, args.warmup)
             row["ort_fp32_speedup"] = row["torch_eager_ms"] / row["ort_fp32_ms"]
             rows.append(row)
             print(f"done: {label}", file=sys.stderr)
 
-    result = {"cpu": _cpu_name(), "threads": args.threads, "reps": args.reps,
+    result = {"cpu": machine_info()["cpu"], "machine": machine_info(),
+              "versions": library_versions(), "threads": args.threads, "reps": args.reps,
               "warmup": args.warmup, "torch": torch.__version__, "onnxruntime": ort.__version__,
               "rows": rows}
     print(f"CPU: {result['cpu']}, {args.threads} threads, median of {args.reps} "

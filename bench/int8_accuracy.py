@@ -36,7 +36,6 @@ import tempfile
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 SHARED = os.environ.get("CCNET_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 VOC = os.path.join(SHARED, "voc_samples", "deeplabv3plus_pytorch")
 ADE = os.path.join(SHARED, "ade20k_samples")
@@ -124,7 +123,7 @@ def _pixels(root: str) -> int:
 def latencies(files: list, runs: int, threads: int) -> dict:
     """Median ms per file; the runs are interleaved file by file so that load from other jobs on
     a shared machine spreads over every file alike."""
-    from int8_latency import median_ms
+    from runtime.machine import median_ms
     from runtime.runners import OrtRunner
 
     batch = np.random.default_rng(0).standard_normal((1, 3, 256, 512)).astype(np.float32)
@@ -133,7 +132,7 @@ def latencies(files: list, runs: int, threads: int) -> dict:
         times = {label: [] for label in runners}
         for _ in range(runs):
             for label, runner in runners.items():
-                times[label].append(median_ms(runner, batch, 1))
+                times[label].append(median_ms(lambda: runner.infer(batch), 1))
         return {label: round(float(np.median(t)), 1) for label, t in times.items()}
     finally:
         for runner in runners.values():
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
     from ccnet.synthetic import write_dataset
     from export.to_fp16 import convert_to_fp16
     from export.to_onnx import export_onnx
-    from int8_latency import cpu_info
+    from runtime.machine import library_versions, machine_info
 
     with tempfile.TemporaryDirectory(prefix="ccnet_int8_accuracy_") as work:
         fp32, fp16 = os.path.join(work, "fp32.onnx"), os.path.join(work, "fp16.onnx")
@@ -169,7 +168,8 @@ def main(argv=None) -> int:
         speed = latencies(files, args.runs, args.threads)
         with open(os.path.join(work, "sensitivity_target.json")) as f:
             sensitivity = json.load(f)
-    result = {"device": cpu_info(), "onnxruntime": onnxruntime.__version__,
+    result = {"device": machine_info(), "versions": library_versions(),
+              "onnxruntime": onnxruntime.__version__,
               "threads": args.threads, "runs": args.runs, "test_scenes": args.scenes,
               "rows": [dict(model=label, ort_cpu_ms=speed[label], **rows[label],
                             **_int8_info(made, label)) for label, _ in files],
@@ -191,7 +191,7 @@ def _int8_info(made: list, label: str) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['model']}, "
+    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['cpu']}, "
           f"{result['threads']} threads; agreement with PyTorch FP32 in %")
     print(f"{'model':<46} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'real':>7} {'synth':>7} "
           f"{'ΔmIoU synth':>11} {'ms':>7}")

@@ -15,42 +15,17 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+import numpy as np
+
+from runtime.machine import library_versions, machine_info, median_ms
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import numpy as np  # noqa: E402
 
 SHARED = os.environ.get("CCNET_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 CALIB_IMAGES = os.path.join(SHARED, "voc_samples", "deeplabv3plus_pytorch", "images")
-
-
-def cpu_info() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        lscpu = ""
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                  if line.startswith("Model name")), platform.processor())
-    flags = next((line for line in lscpu.splitlines() if line.startswith("Flags")), "")
-    vnni = sorted({f for f in flags.split() if f in ("avx512_vnni", "avx_vnni", "amx_int8")})
-    return {"model": model, "cores": os.cpu_count(), "int8_dot_product": vnni}
-
-
-def median_ms(runner, batch, runs: int) -> float:
-    runner.infer(batch)  # warm-up (allocations, kernel selection)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runner.infer(batch)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def bench_model(label: str, ckpt, config, size, folder: str, runs: int, threads: int,
@@ -76,7 +51,7 @@ def bench_model(label: str, ckpt, config, size, folder: str, runs: int, threads:
     for precision, path in (("fp32", fp32), ("int8_trt_placement", int8),
                             ("int8_ort_placement", int8_ort)):
         runner = OrtRunner(path, device="cpu", threads=threads)
-        row[f"{precision}_ms"] = round(median_ms(runner, batch, runs), 1)
+        row[f"{precision}_ms"] = round(median_ms(lambda: runner.infer(batch), runs), 1)
         outputs[precision] = runner.infer(batch)
         runner.close()
     for variant in ("int8_trt_placement", "int8_ort_placement"):
@@ -113,11 +88,12 @@ def main(argv=None) -> int:
             rows[-1]["model"] = "R50-D8 cityscapes arch (random weights)"
     import onnxruntime
 
-    result = {"device": cpu_info(), "onnxruntime": onnxruntime.__version__,
+    result = {"device": machine_info(), "versions": library_versions(),
+              "onnxruntime": onnxruntime.__version__,
               "threads": args.threads, "runs": args.runs, "rows": rows}
     header = (f"{'model':<44} {'input':<12} {'FP32 ms':>8} | {'INT8 tensorrt-placement':>30} | "
               f"{'INT8 ort-cpu-placement':>30}")
-    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['model']}, "
+    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['cpu']}, "
           f"{args.threads} threads, median of {args.runs}")
     print(header)
     for r in rows:

@@ -29,12 +29,10 @@ import time
 import types
 from typing import Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tests"))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BEFORE = "8296d12"  # main before the fast paths (processing.py, video.py)
 DEMO_SIZES = {"640x480": (480, 640), "1280x720": (720, 1280), "1920x1080": (1080, 1920)}
@@ -60,11 +58,11 @@ def make_models(work: str) -> dict:
     """ONNX files (cached in ``work``): demo, demo with label head, R50 Cityscapes, R50 ADE."""
     import onnx
 
+    from ccnet.checkpoint import build_model, save_checkpoint
     from ccnet.zoo import get_config
     from export.label_head import add_label_head, with_head_metadata
     from export.metadata import read_metadata, set_metadata
     from export.to_onnx import export_onnx
-    from helpers import make_checkpoint
 
     paths = {k: os.path.join(work, f"{k}.onnx") for k in ("demo", "demo_head", "r50_city",
                                                          "r50_ade")}
@@ -76,7 +74,7 @@ def make_models(work: str) -> dict:
         source = "ccnet-demo"
         if key in configs:
             source = os.path.join(work, f"{key}.pth")
-            make_checkpoint(source, get_config(configs[key]), seed=2)
+            save_checkpoint(build_model(get_config(configs[key])), source)  # random weights
         export_onnx(source, path, verify=False, log=lambda *a: None)
         print(f"exported {path}", file=sys.stderr)
     if not os.path.exists(paths["demo_head"]):
@@ -379,7 +377,8 @@ def main(argv=None) -> int:
         return 0
 
     from ccnet.files import write_json
-    from runtime.benchmark import CpuShare, library_versions, machine_info
+    from runtime.benchmark import CpuShare
+    from runtime.machine import library_versions, machine_info
 
     os.makedirs(args.work, exist_ok=True)
     paths = make_models(args.work)

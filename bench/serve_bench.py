@@ -28,7 +28,7 @@ from typing import Callable, List, Tuple
 
 import numpy as np
 
-from int8_latency import cpu_info  # this folder is on sys.path when run as a script
+from runtime.machine import library_versions, machine_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,13 +166,6 @@ def start_server(model: str, log_path: str) -> Tuple[multiprocessing.Process, st
     raise SystemExit("ccnet serve did not become ready in 180 s")
 
 
-def versions() -> dict:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("onnxruntime", "nvidia-pytriton", "tritonclient",
-                                             "numpy")} | {"python": platform.python_version()}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=60, help="requests per case")
@@ -207,9 +200,9 @@ def main(argv=None) -> int:
             server.terminate()  # SIGTERM: graceful shutdown
             server.join(60)
     rows = [summarize(path, clients, phases[path, clients]) for path, clients, _ in cases]
-    result = {"machine": {**cpu_info(), "platform": platform.platform(),
+    result = {"machine": {**machine_info(), "platform": platform.platform(),
                           "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-              "versions": versions(), "model": "ccnet-demo (ONNX, ONNX Runtime CPU)",
+              "versions": library_versions(), "model": "ccnet-demo (ONNX, ONNX Runtime CPU)",
               "photos": [list(p.shape) for p in photos], "rounds": args.rounds, "server": "ccnet serve defaults "
               "(max batch size 4, 1 instance, batch delay 0)",
               "measured_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}

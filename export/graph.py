@@ -77,8 +77,20 @@ def cca_function(opset: int) -> onnx.FunctionProto:
     c = contract()
     q_in, k_in, v_in = c["inputs"]
     (out,) = c["outputs"]
+    nodes = _topological(_energy_nodes(q_in, k_in) + _aggregation_nodes(v_in, out),
+                         [q_in, k_in, v_in])
+    return helper.make_function(
+        c["domain"], c["op_type"], [q_in, k_in, v_in], [out], nodes,
+        opset_imports=[helper.make_opsetid("", opset)],
+        attributes=[f["name"] for f in c["fields"]],
+        doc_string="criss-cross attention core, reference formulation (ccnet.ops)")
+
+
+def _energy_nodes(q_in: str, k_in: str) -> List[onnx.NodeProto]:
+    """Column energies (self masked to -inf), row energies, one float32 softmax over H+W →
+    ``attention_f32`` N,H,W,H+W; also ``h_1d``/``w_1d``/``axis_w``/``zero`` for the split."""
     mk = helper.make_node
-    nodes = [
+    return [
         mk("Cast", [q_in], ["q"], to=TensorProto.FLOAT),
         mk("Cast", [k_in], ["k"], to=TensorProto.FLOAT),
         # Column branch: per column w, energies between rows h (query) and i (key): N,W,H,H.
@@ -108,6 +120,14 @@ def cca_function(opset: int) -> onnx.FunctionProto:
         mk("MatMul", ["q_row", "k_row"], ["energy_row"]),
         mk("Concat", ["energy_col", "energy_row"], ["energy"], axis=3),
         mk("Softmax", ["energy"], ["attention_f32"], axis=3),
+    ]
+
+
+def _aggregation_nodes(v_in: str, out: str) -> List[onnx.NodeProto]:
+    """The attention (in the value's dtype) split back into its column and row parts, each
+    multiplied with the value, summed → ``out`` N,C,H,W."""
+    mk = helper.make_node
+    return [
         mk("CastLike", ["attention_f32", v_in], ["attention"]),
         # Split the H+W axis back into the column and row parts.
         mk("Slice", ["attention", "zero_1d", "h_1d", "axis_w"], ["attn_col_hwh"]),
@@ -123,12 +143,6 @@ def cca_function(opset: int) -> onnx.FunctionProto:
         mk("Transpose", ["out_row"], ["out_row_nchw"], perm=[0, 3, 1, 2]),
         mk("Add", ["out_col_nchw", "out_row_nchw"], [out]),
     ]
-    nodes = _topological(nodes, [q_in, k_in, v_in])
-    return helper.make_function(
-        c["domain"], c["op_type"], [q_in, k_in, v_in], [out], nodes,
-        opset_imports=[helper.make_opsetid("", opset)],
-        attributes=[f["name"] for f in c["fields"]],
-        doc_string="criss-cross attention core, reference formulation (ccnet.ops)")
 
 
 def _topological(nodes, inputs) -> List[onnx.NodeProto]:

@@ -118,6 +118,25 @@ def cca_form(exported: onnx.ModelProto, cca: str, function: bool) -> onnx.ModelP
     return exported
 
 
+def _traced(model, module, opset: int, batch, height, width, output: str) -> onnx.ModelProto:
+    """``module`` through the exporter, with the CCA function attached and one CCA node per
+    recurrence step."""
+    exported = torch_export(module, opset, batch, height, width, output)
+    attach_cca_function(exported)  # after export: the exporter would inline it
+    num_cca = len(cca_nodes(exported))
+    if num_cca != model.config.recurrence:
+        raise CCNetError(f"export produced {num_cca} CCA nodes, expected recurrence="
+                         f"{model.config.recurrence}")
+    return exported
+
+
+def _verify_head(results, runnable, inputs, meta, log) -> None:
+    """Add the label head's agreement with the host resize + argmax to each verification row."""
+    head = verify_label_head(add_label_head(runnable, meta), runnable, inputs, meta, log)
+    for result, head_result in zip(results, head):
+        result["label_head"] = head_result
+
+
 def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optional[int] = None,
                 height: Optional[int] = None, width: Optional[int] = None,
                 output: str = "logits", cca: str = "plugin", function: bool = True,
@@ -150,12 +169,7 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
 
     log(f"exporting {model.meta.name} (opset {opset}, cca={cca}, function={function}, "
         f"{precision}, output={output}{', label head' if label_head else ''})")
-    exported = torch_export(module, opset, batch, height, width, output)
-    attach_cca_function(exported)  # after export: the exporter would inline it
-    num_cca = len(cca_nodes(exported))
-    if num_cca != model.config.recurrence:
-        raise CCNetError(f"export produced {num_cca} CCA nodes, expected recurrence="
-                         f"{model.config.recurrence}")
+    exported = _traced(model, module, opset, batch, height, width, output)
     inputs = (verification_inputs(model.meta, batch, height, width, verify_image, verify_sizes)
               if (verify or fp16) else [])
     if fp16:
@@ -176,9 +190,7 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
         results = verify_against_torch(runnable, module, inputs, output == "labels", fp16, log,
                                        tolerance)
         if label_head:
-            head = verify_label_head(add_label_head(runnable, meta), runnable, inputs, meta, log)
-            for result, head_result in zip(results, head):
-                result["label_head"] = head_result
+            _verify_head(results, runnable, inputs, meta, log)
         return results
 
     verification = write_verified(written, out, verify_fn, full_check=verify, log=log)

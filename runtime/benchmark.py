@@ -10,13 +10,11 @@ numbers are only comparable within one run).  Torch-free (PyTorch only for .pth 
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 import re
 import resource
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -26,13 +24,13 @@ from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.meta import ModelMeta
 from ccnet.processing import rescale_size
 
+from .machine import library_versions, machine_info
+
 STAGES = ("decode", "preprocess", "infer", "postprocess")
 DEFAULT_SIZES = "640x480,1280x720,1920x1080"
 PERCENTILES = (50, 90, 99)
 # Largest side we accept: a 16k frame is already 400 MB of BGR pixels per image.
 MAX_SIDE = 16384
-PACKAGES = ("ccnet-deploy", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
-            "onnxruntime-gpu", "onnx", "torch", "tensorrt", "cuda-python")
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -95,32 +93,7 @@ def check_contract(meta: ModelMeta, sizes: Sequence[Tuple[int, int]], batch: int
                                  "re-export with a dynamic one, or bench that input")
 
 
-# ----------------------------------------------------------------------------- machine facts
-def library_versions() -> Dict[str, str]:
-    """Installed versions of the packages that decide the speed (without importing them)."""
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"hostname": platform.node(), "platform": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else None}
-
-
+# ----------------------------------------------------------------------------- machine load
 class CpuShare:
     """CPU time used by *other* processes while we ran: (all busy time − ours) ÷ (wall × CPUs),
     from /proc/stat; None where that file does not exist."""

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from ccnet.files import atomic_write, write_json
 
-
-def _versions() -> Dict[str, Optional[str]]:
-    """Versions of what produced and ran the files (None: not installed)."""
-    from importlib import metadata
-
-    import ccnet
-
-    found: Dict[str, Optional[str]] = {"ccnet-deploy": ccnet.__version__,
-                                       "python": platform.python_version()}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
+from .machine import library_versions
 
 
 def _num(x, signed: bool = False) -> str:
@@ -80,6 +66,6 @@ def format_markdown(report: dict) -> str:
 
 def write_reports(out_dir: str, report: dict) -> None:
     """``report.json`` and ``report.md`` in ``out_dir`` (``report`` gains ``versions``)."""
-    report["versions"] = _versions()
+    report["versions"] = library_versions()
     write_json(os.path.join(out_dir, "report.json"), report)
     atomic_write(os.path.join(out_dir, "report.md"), format_markdown(report).encode("utf-8"))

@@ -1,0 +1,71 @@
+"""The facts recorded beside every measurement: the machine, the library versions, and a
+median-of-repeats timer.  Used by ``ccnet bench``, ``ccnet deploy``'s report and the scripts in
+``bench/``, so every result file describes its machine the same way.  Torch-free."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, Sequence
+
+# Packages that decide speed or results, looked up without importing them.
+PACKAGES = ("ccnet-deploy", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
+            "onnxruntime-gpu", "onnx", "onnxscript", "torch", "tensorrt", "polygraphy",
+            "cuda-python", "ray", "nvidia-pytriton", "tritonclient")
+# CPU instructions that make INT8 convolutions fast (ONNX Runtime's integer kernels use them).
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def library_versions(packages: Sequence[str] = PACKAGES) -> Dict[str, str]:
+    """Installed versions of ``packages`` (absent ones are left out) and Python's."""
+    versions = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty where there is none)."""
+    entries: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                entries[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return entries
+
+
+def machine_info() -> dict:
+    """CPU model, core counts, INT8 dot-product support, platform and load average."""
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
+    info = {"hostname": platform.node(), "platform": platform.platform(),
+            "cpu": cpu.get("model name") or platform.processor() or "unknown",
+            "cpu_count": os.cpu_count(),
+            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None,
+            "int8_dot_product": sorted(flags.intersection(INT8_DOT_PRODUCT_FLAGS))}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def median_ms(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``reps`` calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
