@@ -9,11 +9,16 @@ One run, everything side by side:
 - INT8 files (``calib.quantize.quantize``, TensorRT placement): entropy, percentile, minmax on
   that folder; entropy with ``--target-agreement`` (default 99.5) and with ``--max-fallback`` 6
   (the 80 %-INT8 budget), both measuring agreement on ``--holdout``: the seven real photos,
-  the hard case for a model trained on synthetic streets; ModelOpt's placement when it is
+  the hard case for a model trained on synthetic streets; the same three with ``--clip-search
+  mse`` (per-tensor clipping thresholds by Conv output error); ModelOpt's placement when it is
   installed;
 - parity (``runtime.parity.parity_report``, what ``ccnet parity`` prints; every INT8 file is
   passed as one more model file) against PyTorch FP32 on the VOC photos, the ADE20K photos and
   held-out synthetic scenes (seeds 1000000+); "real" pools the VOC and ADE20K pixels;
+- trade-off curve (``curve``): for entropy and entropy + clip search, the top-k Convs of the
+  ``--target-agreement`` run's sensitivity ranking kept in float, k = 0, 2, …, 16, agreement
+  with the ONNX FP32 file on the VOC + ADE20K photos (pooled) and on the synthetic test scenes
+  (``calib.sensitivity.AgreementProbe``, the search's own measure);
 - ONNX Runtime CPU latency of every file on one 1×3×256×512 input (network pass, median of
   ``--runs`` rounds, each round one warm-up + one timed pass per file in turn, ``--threads``
   intra-op threads).
@@ -70,10 +75,14 @@ def variants(fp32: str, calib: str, holdout: str, work: str, target: float) -> l
     from calib.quantize import quantize
 
     runs = [(f"INT8 {m}", dict(method=m)) for m in ("entropy", "percentile", "minmax")]
-    runs += [(f"INT8 entropy, --target-agreement {target}",
-              dict(target_agreement=target, holdout=holdout,
-                   sensitivity_json=os.path.join(work, "sensitivity_target.json"))),
-             ("INT8 entropy, --max-fallback 6", dict(max_fallback=6, holdout=holdout))]
+    for search, tag in ((None, ""), ("mse", " + clip search")):
+        runs += [(f"INT8 entropy{tag}, --target-agreement {target}",
+                  dict(target_agreement=target, holdout=holdout, clip_search=search,
+                       cache=os.path.join(work, f"cache_{search}.json"),
+                       sensitivity_json=os.path.join(work, f"sensitivity_{search}.json"))),
+                 (f"INT8 entropy{tag}, --max-fallback 6",
+                  dict(max_fallback=6, holdout=holdout, clip_search=search))]
+    runs.insert(3, ("INT8 entropy + clip search", dict(clip_search="mse")))
     try:
         import modelopt.onnx.quantization  # noqa: F401
         runs.append(("INT8 ModelOpt placement, entropy ranges", dict(quantizer="modelopt")))
@@ -87,6 +96,45 @@ def variants(fp32: str, calib: str, holdout: str, work: str, target: float) -> l
               f"{report['seconds']} s", flush=True)
         made.append((label, out, report))
     return made
+
+
+CURVE_K = (0, 2, 4, 6, 8, 10, 12, 14, 16)
+
+
+def tradeoff_curves(fp32: str, work: str, scenes_dir: str) -> dict:
+    """Agreement vs Convs in float along each ``--target-agreement`` run's ranking."""
+    import glob
+
+    from calib.cache import load_cache
+    from calib.placement import PLACEMENTS, quantize_graph
+    from calib.selection import photos_in_folder
+    from calib.sensitivity import AgreementProbe
+    from calib.source import load_source
+    from ccnet.images import load_image
+
+    source = load_source(fp32)
+    prepared = source.prepared(work)
+    real = [p for root in (VOC, ADE) for p in photos_in_folder(os.path.join(root, "images"))]
+    probes = {name: AgreementProbe(prepared, source.input_name, source.meta,
+                                   [load_image(p) for p in paths])
+              for name, paths in (("real photos", real),
+                                  ("synthetic held-out", sorted(glob.glob(
+                                      os.path.join(scenes_dir, "images", "*")))))}
+    curves = {}
+    for search in (None, "mse"):
+        cache = load_cache(os.path.join(work, f"cache_{search}.json"))
+        with open(os.path.join(work, f"sensitivity_{search}.json")) as f:
+            ranked = [layer["name"] for layer in json.load(f)["layers"]]
+        points = []
+        for k in CURVE_K:
+            model, _ = quantize_graph(prepared, cache["tensors"], cache["method"],
+                                      PLACEMENTS["tensorrt"], work, ranked[:k])
+            points.append(dict(float_convs=k, int8_convs=len(ranked) - k, **{
+                name: round(probe.measure(model)["agreement_pct"], 3)
+                for name, probe in probes.items()}))
+        curves["entropy" + (" + clip search" if search else "")] = points
+        print(f"curve {search or 'entropy'}: {points}", flush=True)
+    return curves
 
 
 def parity_rows(files: list, scenes_dir: str) -> dict:
@@ -165,15 +213,18 @@ def main(argv=None) -> int:
         made = variants(fp32, calib, holdout, work, args.target)
         files = [("ONNX FP32", fp32), ("ONNX FP16", fp16)] + [(lb, path) for lb, path, _ in made]
         rows = parity_rows(files, scenes_dir)
+        curves = tradeoff_curves(fp32, work, scenes_dir)
         speed = latencies(files, args.runs, args.threads)
-        with open(os.path.join(work, "sensitivity_target.json")) as f:
-            sensitivity = json.load(f)
+        sensitivity = {}
+        for search in (None, "mse"):
+            with open(os.path.join(work, f"sensitivity_{search}.json")) as f:
+                sensitivity[search or "entropy"] = json.load(f)
     result = {"device": machine_info(), "versions": library_versions(),
               "onnxruntime": onnxruntime.__version__,
               "threads": args.threads, "runs": args.runs, "test_scenes": args.scenes,
               "rows": [dict(model=label, ort_cpu_ms=speed[label], **rows[label],
                             **_int8_info(made, label)) for label, _ in files],
-              "sensitivity_target": sensitivity}
+              "curves": curves, "sensitivity_target": sensitivity}
     print_table(result)
     with open(args.json, "w") as f:
         json.dump(result, f, indent=1)
@@ -185,6 +236,7 @@ def _int8_info(made: list, label: str) -> dict:
     for lb, _, report in made:
         if lb == label:
             return {"int8_convs": report["quantized_convs"], "convs": report["convs"],
+                    "clip_search": report["clip_search"],
                     "fallback_layers": report["fallback_layers"],
                     "holdout_agreement_pct": report["holdout_agreement_pct"]}
     return {}
@@ -193,15 +245,18 @@ def _int8_info(made: list, label: str) -> dict:
 def print_table(result: dict) -> None:
     print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['cpu']}, "
           f"{result['threads']} threads; agreement with PyTorch FP32 in %")
-    print(f"{'model':<46} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'real':>7} {'synth':>7} "
+    print(f"{'model':<62} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'real':>7} {'synth':>7} "
           f"{'ΔmIoU synth':>11} {'ms':>7}")
     for r in result["rows"]:
         convs = f"{r['int8_convs']}/{r['convs']}" if "convs" in r else "-"
-        print(f"{r['model']:<46} {convs:>10} {r['VOC photos']['pixel_agreement']:>7.2f} "
+        print(f"{r['model']:<62} {convs:>10} {r['VOC photos']['pixel_agreement']:>7.2f} "
               f"{r['ADE20K photos']['pixel_agreement']:>7.2f} "
               f"{r['real photos']['pixel_agreement']:>7.2f} "
               f"{r['synthetic held-out']['pixel_agreement']:>7.2f} "
               f"{r['synthetic held-out']['delta_miou']:>+11.2f} {r['ort_cpu_ms']:>7.1f}")
+    for name, points in result["curves"].items():
+        print(f"{name}: " + ", ".join(f"{p['int8_convs']} INT8: {p['real photos']:.2f} / "
+                                      f"{p['synthetic held-out']:.2f}" for p in points))
 
 
 if __name__ == "__main__":

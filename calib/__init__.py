@@ -5,7 +5,8 @@
   (``ccnet calibrate``); orchestration only.
 - ``options.QuantOptions``: every choice of a run, checked in one place.
 - ``selection`` (which photos), ``data`` (their network inputs), ``calibrate`` (ranges over
-  inputs of any sizes), ``cache`` (the ranges as a checked JSON file).
+  inputs of any sizes), ``clip_search`` (per-tensor thresholds by Conv output error),
+  ``cache`` (the ranges as a checked JSON file).
 - ``placement`` (Q/DQ rules per target, a table), ``qdq_graph`` (the graph edits),
   ``sensitivity`` (Convs kept in float to reach an agreement target), ``modelopt_quantizer``
   (NVIDIA ModelOpt's placement, optional).

@@ -1,7 +1,10 @@
 """Our calibration cache: the measured ranges of one exact ONNX file, as JSON.
 
 ``{"format": "ccnet-calibration-cache", "version": 1, "model_sha256", "method", "num_images",
-"seed", "images": [...], "holdout_images": [...], "tensors": {name: [low, high]}}``.  The range
+"seed", "images": [...], "holdout_images": [...], "clip_search": null or "mse",
+"tensors": {name: [low, high]}}``.  ``tensors`` are the ranges the Q/DQ scales are computed from:
+after ``--clip-search`` the searched ones (``clip_search`` says so; absent in older caches =
+none).  The range
 ends are float32 values written as Python floats (exact in JSON), so reading them back gives the
 same float32 values and therefore the same scales.
 
@@ -21,7 +24,7 @@ from ccnet.errors import CCNetError
 from ccnet.files import atomic_write, file_sha256, require_file  # noqa: F401  (public API)
 
 from .calibrate import Ranges
-from .options import METHODS
+from .options import CLIP_SEARCHES, METHODS
 
 CACHE_FORMAT = "ccnet-calibration-cache"
 CACHE_VERSION = 1
@@ -30,12 +33,13 @@ _RECALIBRATE = "recalibrate with --images (and --cache to write a new cache)"
 
 def save_cache(path: str, ranges: Ranges, model_sha256: str, method: str,
                images: Sequence[str] = (), holdout_images: Sequence[str] = (),
-               seed: Optional[int] = None) -> dict:
+               seed: Optional[int] = None, clip_search: Optional[str] = None) -> dict:
     """Write the cache atomically; returns the dict written."""
     cache = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "model_sha256": model_sha256,
              "method": method, "num_images": len(images), "seed": seed,
              "images": [os.path.abspath(p) for p in images],
              "holdout_images": [os.path.abspath(p) for p in holdout_images],
+             "clip_search": clip_search,
              "tensors": {name: [low, high] for name, (low, high) in sorted(ranges.items())}}
     atomic_write(path, json.dumps(cache, indent=1, sort_keys=True).encode(), make_dirs=True)
     return cache
@@ -79,6 +83,11 @@ def _check_header(path: str, cache: dict) -> None:
     count = cache.get("num_images")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise CCNetError(f"calibration cache {path} has num_images {count!r}, not a count: "
+                         f"{_RECALIBRATE}")
+    cache.setdefault("clip_search", None)
+    if cache["clip_search"] is not None and cache["clip_search"] not in CLIP_SEARCHES:
+        raise CCNetError(f"calibration cache {path} names clip search "
+                         f"{cache['clip_search']!r}, not one of {', '.join(CLIP_SEARCHES)}: "
                          f"{_RECALIBRATE}")
     for key in ("images", "holdout_images"):
         value = cache.get(key, [])

@@ -17,6 +17,7 @@ from ccnet.errors import CCNetError
 METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_METHOD = "entropy"
 QUANTIZERS = ("ort", "modelopt")
+CLIP_SEARCHES = ("mse",)
 DEFAULT_NUM_IMAGES = 16
 DEFAULT_HOLDOUT_IMAGES = 4
 DEFAULT_SEED = 0
@@ -33,6 +34,7 @@ class QuantOptions:
     quantizer: str = "ort"
     function: bool = True
     residual_qdq: bool = True
+    clip_search: Optional[str] = None  # "mse": per-tensor thresholds by layer output error
     target_agreement: Optional[float] = None  # percent of pixels agreeing with FP32
     max_fallback: Optional[int] = None  # most Convs kept in float
     holdout_images: int = DEFAULT_HOLDOUT_IMAGES
@@ -59,6 +61,9 @@ class QuantOptions:
         if self.quantizer not in QUANTIZERS:
             raise CCNetError(f"unknown quantizer {self.quantizer!r}: use one of "
                              f"{', '.join(QUANTIZERS)}")
+        if self.clip_search is not None and self.clip_search not in CLIP_SEARCHES:
+            raise CCNetError(f"unknown clip search {self.clip_search!r}: use one of "
+                             f"{', '.join(CLIP_SEARCHES)}")
         _require_int(self.num_images, "--num-images", 1)
         _require_int(self.seed, "--seed", 0)
         _require_int(self.holdout_images, "--holdout-images", 1)
@@ -83,6 +88,9 @@ class QuantOptions:
         if self.sensitivity_json and not self.mixed_precision:
             raise CCNetError("--sensitivity-json needs --target-agreement or --max-fallback "
                              "(the table is measured for the fallback choice)")
+        if self.clip_search and (self.quantizer != "ort" or self.target != "tensorrt"):
+            raise CCNetError("--clip-search chooses symmetric int8 ranges for our TensorRT "
+                             "placement: use it with --quantizer ort --target tensorrt")
         if self.quantizer == "modelopt" and self.target != "tensorrt":
             raise CCNetError("--quantizer modelopt places Q/DQ for TensorRT: drop --target")
 

@@ -52,6 +52,7 @@ class Calibration:
     ranges: Ranges
     data: CalibrationData = field(default_factory=CalibrationData)
     cache: Optional[dict] = None  # the cache read, when the ranges come from one
+    clip_search: Optional[str] = None  # how the ranges were refined after the range method
 
     @property
     def num_images(self) -> int:
@@ -76,6 +77,7 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
             against this exact model) when no photos are given.
         options: a ``QuantOptions``; keyword arguments override its fields (``method``,
             ``num_images``, ``seed``, ``target``, ``quantizer``, ``function``, ``residual_qdq``,
+            ``clip_search``,
             ``target_agreement``, ``max_fallback``, ``holdout_images``, ``sensitivity_json``,
             ``progress``).
 
@@ -107,7 +109,8 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
     _finish(qmodel, source, calibration, options, details)
     if cache is not None and calibration.cache is None:
         save_cache(cache, calibration.ranges, source.sha256, calibration.method,
-                   calibration.data.images, calibration.data.holdout, options.seed)
+                   calibration.data.images, calibration.data.holdout, options.seed,
+                   calibration.clip_search)
     atomic_write(out_path, qmodel.SerializeToString(), make_dirs=True)
     return _report(out_path, cache, source, calibration, options, details, qmodel, start)
 
@@ -133,7 +136,12 @@ def _calibrate(source: SourceModel, prepared: str, photos: tuple, cache: Optiona
             raise CCNetError(f"cache {cache} holds {cached['method']} ranges, not "
                              f"{options.method}: drop --method or recalibrate with --images "
                              f"--method {options.method}")
-        return Calibration(cached["method"], cached["tensors"], cache=cached)
+        if options.clip_search is not None and options.clip_search != cached["clip_search"]:
+            raise CCNetError(f"cache {cache} holds ranges made without --clip-search "
+                             f"{options.clip_search}: drop --clip-search or recalibrate with "
+                             f"--images --clip-search {options.clip_search}")
+        return Calibration(cached["method"], cached["tensors"], cache=cached,
+                           clip_search=cached["clip_search"])
     from .cache import check_ranges
 
     method = options.method or DEFAULT_METHOD
@@ -145,7 +153,22 @@ def _calibrate(source: SourceModel, prepared: str, photos: tuple, cache: Optiona
     ranges = collect_ranges(prepared, source.input_name, items, method, workdir,
                             options.progress, source.unit)
     ranges = check_ranges(ranges, f"calibration of {source.path}")
-    return Calibration(method, ranges, data)
+    if options.clip_search:
+        ranges = _search_clips(source, prepared, ranges, method, data, options, workdir)
+    return Calibration(method, ranges, data, clip_search=options.clip_search)
+
+
+def _search_clips(source: SourceModel, prepared: str, ranges: Ranges, method: str,
+                  data: CalibrationData, options: QuantOptions, workdir: str) -> Ranges:
+    """``--clip-search mse``: per-tensor thresholds by layer output error (``clip_search``),
+    with the weights of the all-INT8 model."""
+    from .cache import check_ranges
+    from .clip_search import search_clips
+
+    all_int8, _ = quantize_graph(prepared, ranges, method, PLACEMENTS[options.target], workdir)
+    searched = search_clips(prepared, all_int8, ranges, source.input_name, data.batches,
+                            options.progress)
+    return check_ranges(searched, f"clip search on {source.path}")
 
 
 def _place(source: SourceModel, prepared: str, calibration: Calibration, options: QuantOptions,
@@ -224,8 +247,8 @@ def _calibration_metadata(qmodel, source, calibration, options, details) -> dict
     placement = PLACEMENTS[options.target]
     int8 = int8_conv_names(qmodel)
     return {
-        "method": calibration.method, "num_images": calibration.num_images,
-        "images": [os.path.basename(p) for p in calibration.data.images],
+        "method": calibration.method, "clip_search": calibration.clip_search,
+        "num_images": calibration.num_images, "images": [os.path.basename(p) for p in calibration.data.images],
         "seed": options.seed if calibration.cache is None else calibration.cache.get("seed"),
         "model_sha256": source.sha256, "target": options.target,
         "quantizer": options.quantizer, "activations": placement.activations,
@@ -242,7 +265,8 @@ def _report(out_path, cache, source, calibration, options, details, qmodel, star
     info = _calibration_metadata(qmodel, source, calibration, options, details)
     data = calibration.data
     return {
-        "out": out_path, "method": calibration.method, "num_images": calibration.num_images,
+        "out": out_path, "method": calibration.method, "clip_search": calibration.clip_search,
+        "num_images": calibration.num_images,
         "images": list(data.images), "holdout_images": list(data.holdout),
         "skipped": list(data.skipped), "num_batches": len(data.batches),
         "from_cache": calibration.cache is not None, "cache": cache,

@@ -11,8 +11,8 @@ DESCRIPTION = ("Quantize an exported FP32 CCNet ONNX to INT8 with explicit Q/DQ 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from calib.options import (DEFAULT_HOLDOUT_IMAGES, DEFAULT_NUM_IMAGES, DEFAULT_SEED, METHODS,
-                               QUANTIZERS)
+    from calib.options import (CLIP_SEARCHES, DEFAULT_HOLDOUT_IMAGES, DEFAULT_NUM_IMAGES,
+                               DEFAULT_SEED, METHODS, QUANTIZERS)
     from calib.placement import PLACEMENTS
 
     common.add_model(parser, help="FP32 ONNX written by ccnet export", aliases=("--onnx",))
@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"shuffle seed for choosing the photos (default {DEFAULT_SEED})")
     parser.add_argument("--method", choices=METHODS,
                         help="range calibration (default entropy; with a cache alone: the cache's)")
+    parser.add_argument("--clip-search", choices=CLIP_SEARCHES,
+                        help="mse: per Conv input, the clipping threshold that minimises the "
+                             "Conv's output error on calibration inputs (refines the --method "
+                             "ranges; recorded in the cache)")
     parser.add_argument("--cache", help="calibration cache JSON: written with --images/--list, "
                                         "reused without them (made for this exact ONNX file)")
     parser.add_argument("--target", choices=tuple(PLACEMENTS), default="tensorrt",
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = QuantOptions(
         method=args.method, num_images=args.num_images, seed=args.seed, target=args.target,
-        quantizer=args.quantizer, function=not args.no_function,
+        quantizer=args.quantizer, function=not args.no_function, clip_search=args.clip_search,
         target_agreement=args.target_agreement, max_fallback=args.max_fallback,
         holdout_images=args.holdout_images, sensitivity_json=args.sensitivity_json,
         progress=not args.no_progress)
@@ -79,8 +83,9 @@ def summary(report: dict) -> str:
     if report["from_cache"]:
         lines.append(f"ranges from cache {report['cache']} ({report['num_images']} photo(s))")
     else:
+        search = f", {report['clip_search']} clip search" if report["clip_search"] else ""
         lines.append(f"calibrated on {len(report['images'])} photo(s), {report['method']} "
-                     "ranges:")
+                     f"ranges{search}:")
         lines += [f"  {p}" for p in report["images"]]
     if report["holdout_images"]:
         lines.append(f"held out to measure agreement ({len(report['holdout_images'])}):")

@@ -56,6 +56,7 @@ DEFECTS = [
     ("another format", _set("format", "tensorrt-cache"), "not a ccnet calibration cache"),
     ("future version", _set("version", 2), "version 2"),
     ("unknown method", _set("method", "kl"), "'kl'"),
+    ("unknown clip search", _set("clip_search", "kl"), "clip search 'kl'"),
     ("sha256 not a string", _set("model_sha256", 42), "model_sha256"),
     ("negative image count", _set("num_images", -3), "num_images"),
     ("image list of numbers", _set("images", [1, 2]), "images must be a list"),
