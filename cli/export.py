@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import args as common
 from .app import entry_point, log
@@ -74,3 +75,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 main = entry_point("ccnet-export", DESCRIPTION, add_arguments, run)
+
+if __name__ == "__main__":
+    sys.exit(main())

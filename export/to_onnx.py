@@ -18,14 +18,15 @@ from __future__ import annotations
 
 if __name__ == "__main__" and not __package__:
     # Script entry (python export/to_onnx.py): the repository root replaces this folder on the
-    # path, then the command line runs.
+    # path and the command line module runs as the main program (library code never imports
+    # the CLI layer).
     import os as _os
+    import runpy as _runpy
     import sys as _sys
 
     _sys.path[0] = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    from cli.export import main as _main
-
-    _sys.exit(_main())
+    _runpy.run_module("cli.export", run_name="__main__", alter_sys=True)
+    _sys.exit(0)
 
 import copy
 import os

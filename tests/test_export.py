@@ -259,3 +259,20 @@ def test_failed_verification_leaves_no_file(tmp_path):
     with pytest.raises(CCNetError, match="verification failed"):
         write_verified(model, str(tmp_path / "m.onnx"), failing, log=lambda *a: None)
     assert os.listdir(tmp_path) == []
+
+
+def test_script_form_runs_the_export_command(tmp_path):
+    """``python export/to_onnx.py --ckpt ...`` (the README's script form) is the same command:
+    here its one-line error and exit status for a missing checkpoint, from another folder."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "export", "to_onnx.py"), "--ckpt",
+                           str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.onnx")],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: checkpoint not found: {tmp_path / 'missing.pth'} (give a file, URL or zoo name)"]
+    assert not (tmp_path / "m.onnx").exists()
