@@ -1,4 +1,4 @@
-// CUDA kernels of the criss-cross attention (CCNet), see ccnet-mmseg-spec.md §2.4.
+// CUDA kernels of the criss-cross attention (CCNet), see docs/mmseg-inference.md.
 //
 // The joint softmax of pixel (h,w) runs over H column logits (its own pixel masked to -inf)
 // and W row logits (its own pixel included); out = sum over both lines of probability x value.

@@ -173,7 +173,7 @@ def make_inputs(shape, dtype: str, spread: str, seed: int):
 
 
 def reference_float64(q, k, v) -> np.ndarray:
-    """Spec §2.4 in float64, written independently of the PyTorch op: per image, column logits
+    """The criss-cross attention formula (docs/mmseg-inference.md) in float64, written independently of the PyTorch op: per image, column logits
     (own pixel -inf) and row logits share one softmax; out = weights x value along both lines."""
     q, k, v = (np.asarray(t, dtype=np.float64) for t in (q, k, v))
     _, _, h, w = q.shape

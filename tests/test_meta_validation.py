@@ -156,7 +156,7 @@ def test_segmenter_refuses_bad_user_meta(tiny_onnx):
 
 def test_checkpoint_meta_config_is_validated(tmp_path, tiny_ckpt):
     """The config a checkpoint carries (meta['ccnet_config']) goes through validate_config
-    before any model is built; slide stride 0 used to be a ZeroDivisionError at inference."""
+    before any model is built; slide stride 0 would divide by zero at inference."""
     import torch
 
     from ccnet.checkpoint import load_model

@@ -1,4 +1,4 @@
-"""IoUAccumulator = mmseg IoUMetric on constructed label maps (spec §3.4)."""
+"""IoUAccumulator = mmseg IoUMetric on constructed label maps (docs/mmseg-inference.md)."""
 from __future__ import annotations
 
 import numpy as np

@@ -40,7 +40,7 @@ def test_state_dict_matches_mmseg(path):
 
 def test_dilations_and_strides_r50():
     backbone = build_model("ccnet_r50-d8_4xb2-40k_cityscapes-512x1024").backbone
-    # contract_dilation: block 0 of a dilated stage uses half the dilation (spec §2.2).
+    # contract_dilation: block 0 of a dilated stage uses half the dilation (docs/mmseg-inference.md).
     for block, dilation in [(backbone.layer3[0], 1), (backbone.layer3[1], 2),
                             (backbone.layer4[0], 2), (backbone.layer4[1], 4)]:
         assert block.conv2.dilation == block.conv2.padding == (dilation, dilation)

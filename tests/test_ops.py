@@ -1,4 +1,4 @@
-"""ccnet::criss_cross_attention against the spec's formula (§2.4), mmcv's einsum form, its fake
+"""ccnet::criss_cross_attention against the formula of docs/mmseg-inference.md, mmcv's einsum form, its fake
 kernel and its gradient."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ OP = torch.ops.ccnet.criss_cross_attention
 
 
 def per_pixel_loop(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """The spec's formula, one pixel at a time in float64 (independent of the op's code)."""
+    """The formula, one pixel at a time in float64 (independent of the op's code)."""
     n, _, h, w = q.shape
     out = np.zeros(v.shape, dtype=np.float64)
     for b in range(n):

@@ -1,4 +1,4 @@
-"""Shared pre/post-processing against direct computations of mmseg's rules (spec §3)."""
+"""Shared pre/post-processing against direct computations of mmseg's rules (docs/mmseg-inference.md)."""
 from __future__ import annotations
 
 import cv2

@@ -313,7 +313,7 @@ struct DeviceBlock
     ~DeviceBlock() { cudaFree(pointer); }
 };
 
-// Direct float64 criss-cross attention (spec §2.4): per pixel, one softmax over its column
+// Direct float64 criss-cross attention (docs/mmseg-inference.md): per pixel, one softmax over its column
 // (own pixel excluded) and its row (own pixel included).
 std::vector<double> reference(std::vector<double> const& q, std::vector<double> const& k, std::vector<double> const& v,
     int n, int cq, int c, int h, int w)

@@ -348,7 +348,7 @@ def _raw_graph(env, transform: Callable[[bytes], bytes]):
 
 
 def eval_cases(env, size: str) -> List[Case]:
-    """``ccnet eval`` on a folder dataset: slide stride 0 used to be a ZeroDivisionError."""
+    """``ccnet eval`` on a folder dataset: slide stride 0 would divide by zero."""
     def case(name, expect, setup, message=None):
         return Case(id=f"onnx/eval/{name}", family="onnx",
                     argv=["eval", "--model", MODEL, "--data", env.dataset, "--dataset", "folder",
