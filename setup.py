@@ -42,7 +42,9 @@ EXTRAS = {
     "serve": ["nvidia-pytriton>=0.7", "tritonclient[http,grpc]>=2.50"],
     # ccnet batch: Ray Data's streaming map_batches with actor pools (compute= strategies).
     "batch": ["ray[data]>=2.51"],
-    "test": ["pytest>=7", "vermin>=1.6"],
+    # polygraphy: the TensorRT layer's tests drive our code on polygraphy's real loaders (with
+    # TensorRT doubles), so they run wherever pip works, TensorRT or not.
+    "test": ["pytest>=7", "vermin>=1.6", "polygraphy>=0.49"],
 }
 # Everything that installs side by side (not ort-gpu, which replaces ort; not pycuda, which
 # compiles against a local CUDA toolkit).
