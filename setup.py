@@ -3,7 +3,7 @@
 Install profiles (docs/cli.md):
     pip install ccnet-deploy                # torch-free runtime core (bring a backend: [ort]...)
     pip install "ccnet-deploy[ort]"         # + ONNX Runtime (CPU): run .onnx files
-    pip install "ccnet-deploy[trt]"         # + TensorRT, polygraphy, cuda-python: engines
+    pip install "ccnet-deploy[trt]"         # + TensorRT, polygraphy, onnx: engines
     pip install "ccnet-deploy[export,ort]"  # + PyTorch & co: export, FP16, INT8, parity, train
 """
 import re
@@ -25,9 +25,10 @@ EXTRAS = {
     # onnxruntime and onnxruntime-gpu share one import name: install exactly one of them.
     "ort": ["onnxruntime>=1.20"],
     "ort-gpu": ["onnxruntime-gpu>=1.20"],
-    # onnx: the engine builder reads the model metadata from the ONNX file.
-    "trt": ["tensorrt>=10.0", "polygraphy>=0.49", "cuda-python>=12.0", "onnx>=1.17"],
-    "pycuda": ["pycuda>=2022.1"],
+    # onnx: the engine builder reads the model metadata from the ONNX file.  Device memory,
+    # copies and streams go through polygraphy.cuda, which loads the CUDA runtime that
+    # TensorRT's wheels bring (nvidia-cuda-runtime): no cuda-python or pycuda needed.
+    "trt": ["tensorrt>=10.0", "polygraphy>=0.49", "onnx>=1.17"],
     # Export, FP16/INT8 conversion, parity against PyTorch, training.  They also run ONNX
     # Runtime (verification, calibration): combine with [ort] or [ort-gpu].  torch: 2.6 is the
     # first release with the exporter API we call; CI tests the upper end of the range.
@@ -46,8 +47,7 @@ EXTRAS = {
     # TensorRT doubles), so they run wherever pip works, TensorRT or not.
     "test": ["pytest>=7", "vermin>=1.6", "polygraphy>=0.49"],
 }
-# Everything that installs side by side (not ort-gpu, which replaces ort; not pycuda, which
-# compiles against a local CUDA toolkit).
+# Everything that installs side by side (not ort-gpu, which replaces ort).
 # PyTriton needs numpy<2 and pyarrow 26 (through Ray Data) numpy>=2: together they need an
 # older pyarrow.
 EXTRAS["all"] = sorted({req for name in ("ort", "trt", "export", "serve", "batch", "test")
