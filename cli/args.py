@@ -71,3 +71,13 @@ def runner_options(args: argparse.Namespace) -> dict:
         if value:
             options[name] = value
     return options
+
+
+def add_tta(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", action="store_true",
+                        help="multi-scale + flip test-time augmentation (mmseg 0.x rule)")
+
+
+def add_allow_nonfinite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load a .pth checkpoint with NaN/Inf weights (refused by default)")

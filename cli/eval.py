@@ -19,8 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_device(parser)
     common.add_dataset(parser)
     parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    parser.add_argument("--tta", action="store_true",
-                        help="multi-scale + flip test-time augmentation (mmseg 0.x rule)")
+    common.add_tta(parser)
     parser.add_argument("--json", default=None, metavar="OUT.json", help="also write the metrics")
     common.add_progress(parser)
 

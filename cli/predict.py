@@ -34,10 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-logits", metavar="X.npy", default=None,
                         help="one image: also save the C×H×W float32 logits at the original "
                              "size (averaged probabilities with --tta)")
-    parser.add_argument("--tta", action="store_true",
-                        help="multi-scale + flip test-time augmentation (mmseg 0.x rule)")
-    parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="load a .pth checkpoint with NaN/Inf weights (refused by default)")
+    common.add_tta(parser)
+    common.add_allow_nonfinite(parser)
     common.add_progress(parser)
 
 

@@ -30,8 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="fail (writing nothing) when a frame cannot be decoded, instead of "
                              "counting it as corrupt with a warning")
-    parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="load a .pth checkpoint with NaN/Inf weights (refused by default)")
+    common.add_allow_nonfinite(parser)
     common.add_progress(parser)
 
 
