@@ -229,13 +229,13 @@ def pipeline_fps(video_class, segmenter, clip: str, out: str) -> Tuple[float, fl
 
 
 def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: int,
-                     work: str) -> dict:
-    """ccnet-demo at 1280x720: pipeline FPS (before, after, and segment_video itself) against
+                     work: str, model: str = "demo") -> dict:
+    """``model`` at 1280x720: pipeline FPS (before, after, and segment_video itself) against
     the pure inference rate (network on a preprocessed frame, measured between the rounds)."""
     from runtime import Segmenter, VideoSegmenter
     from runtime.video_job import segment_video
 
-    seg = Segmenter(paths["demo"], device="cpu", threads=threads)
+    seg = Segmenter(paths[model], device="cpu", threads=threads)
     clip = os.path.join(work, f"clip720_{frames}.mp4")
     if not os.path.exists(clip):
         write_clip(clip, 720, 1280, frames)
@@ -251,11 +251,11 @@ def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: 
             rate, seconds = pipeline_fps(video_class, seg, clip, out)
             fps[key].append(rate)
             cpu[key].append(seconds)
-        summary = segment_video(paths["demo"], clip, output=out, progress=False, device="cpu",
+        summary = segment_video(paths[model], clip, output=out, progress=False, device="cpu",
                                 threads=threads)
         fps.setdefault("ccnet_video", []).append(summary["fps"])
     pure, network_cpu = 1e3 / median_ms(network), cpu_ms("video_network")
-    result = {"frames": frames, "rounds": rounds, "pure_inference_fps": round(pure, 2),
+    result = {"model": model, "frames": frames, "rounds": rounds, "pure_inference_fps": round(pure, 2),
               "network_ms": median_ms(network), "network_cpu_ms": network_cpu,
               "ccnet_video_ms_per_frame": {k: round(v, 2)
                                            for k, v in summary["ms_per_frame"].items()}}
@@ -341,9 +341,8 @@ def print_tables(result: dict) -> None:
               f"{r['before_pre_ms']:.0f} -> {r['after_pre_ms']:.0f} ms | post "
               f"{r['before_post_ms']:.0f} -> {r['after_post_ms']:.0f} ms | post share "
               f"{r['before_post_share'] * 100:.1f}% -> {r['after_post_share'] * 100:.1f}%")
-    if "video" in result:
-        v = result["video"]
-        print(f"video 1280x720: pure inference {v['pure_inference_fps']:.2f} FPS | pipeline "
+    for v in result.get("video", []):
+        print(f"video 1280x720 {v['model']}: pure inference {v['pure_inference_fps']:.2f} FPS | pipeline "
               f"before {v['before_fps']:.2f} ({v['before_share_of_pure'] * 100:.0f}%) | after "
               f"{v['after_fps']:.2f} ({v['after_share_of_pure'] * 100:.0f}%) | ccnet-video "
               f"{v['ccnet_video_fps']:.2f} ({v['ccnet_video_share_of_pure'] * 100:.0f}%) | "
@@ -361,6 +360,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=8, help="ccnet-demo repetitions")
     parser.add_argument("--r50-reps", type=int, default=2)
     parser.add_argument("--video-frames", type=int, default=40)
+    parser.add_argument("--video-models", default="demo,r50_ade",
+                        help="models of the video part (keys of make_models; R50 runs "
+                             "--video-frames // 4 frames)")
     parser.add_argument("--video-rounds", type=int, default=2)
     parser.add_argument("--parts", default="demo,r50,video,memory")
     parser.add_argument("--before", default=BEFORE, help="git commit of the 'before' code")
@@ -396,8 +398,11 @@ def main(argv=None) -> int:
     if "r50" in parts:
         result["r50"] = r50_processing(paths, old, args.threads, args.r50_reps)
     if "video" in parts:
-        result["video"] = video_throughput(paths, old_video, args.threads, args.video_frames,
-                                           args.video_rounds, args.work)
+        result["video"] = [video_throughput(paths, old_video, args.threads,
+                                            args.video_frames if key == "demo"
+                                            else max(4, args.video_frames // 4),
+                                            args.video_rounds, args.work, key)
+                           for key in args.video_models.split(",")]
     if "memory" in parts:
         result["memory"] = memory(paths, args.threads, args.before)
     result["load"] = {"other_processes_cpu_share": share.others(),
