@@ -40,7 +40,7 @@ from .batch_outputs import OutputLayout, remove_stale_temp_files
 from .batch_sources import SourcePlan, expand_source
 from .batch_stages import (FAILED, SKIPPED, STAGES, WRITTEN, SegmentWorker, decode_items,
                            resize_rows, write_rows)
-from .segmenter import BACKENDS, backend_for
+from .segmenter import BACKENDS, runner_kind
 
 MAX_ITEMS_PER_BLOCK = 1024
 # Ray Data packs the rows a stage emits into blocks of up to this many bytes (128 MiB by
@@ -148,7 +148,7 @@ def probe_model(model: str, settings: BatchSettings, cpus: float, gpus: float) -
 
 # ----------------------------------------------------------------------------- resources
 def _model_kind(model: str, backend: Optional[str]) -> str:
-    kind = BACKENDS[backend] if backend else backend_for(model)
+    kind = runner_kind(model, backend)
     if kind in ("ort", "trt"):
         require_file(model, "model")
     return kind

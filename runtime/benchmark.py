@@ -248,13 +248,11 @@ def benchmark(model: str, sizes=DEFAULT_SIZES, batch: int = 1, warmup: int = 2, 
     that ``ccnet bench --json`` writes."""
     from ccnet.files import require_file
 
-    from .segmenter import BACKENDS, Segmenter, backend_for
+    from .segmenter import Segmenter, runner_kind
 
     sizes = parse_sizes(sizes) if isinstance(sizes, str) else [tuple(s) for s in sizes]
     _check_counts(batch, warmup, reps)
-    if backend is not None and backend not in BACKENDS:
-        raise CCNetError(f"unknown backend {backend!r}: use onnxruntime, tensorrt or pytorch")
-    kind = BACKENDS[backend] if backend else backend_for(model)
+    kind = runner_kind(model, backend)
     if kind != "torch":
         require_file(model, "engine" if kind == "trt" else "ONNX model")
     if kind == "trt":

@@ -27,6 +27,10 @@ class OrtRunner(Runner):
     ``trt_extra_plugin_lib_paths``, while ours is an IPluginV3 in domain ``ccnet``.  The plugin
     runs in engines built by ``ccnet build``; ``plugins`` is refused with that explanation.
 
+    ``spin_wait=False`` makes ONNX Runtime's idle pool threads sleep instead of spinning between
+    operators: slightly slower alone, but it leaves the cores to the threads that decode,
+    post-process and encode beside the network in a pipeline (``ccnet video``).
+
     ``check_checksum`` compares the file with the checksum recorded when it was written
     (``export.metadata``; one parse of the file, ~2 s for an R50-D8 on a small CPU) so a
     corrupted file is refused instead of run.
@@ -36,7 +40,8 @@ class OrtRunner(Runner):
 
     def __init__(self, model_path: str, device: str = "auto", threads: Optional[int] = None,
                  graph_optimization: str = "all", providers: Optional[Sequence] = None,
-                 plugins: Optional[str] = None, check_checksum: bool = True):
+                 plugins: Optional[str] = None, check_checksum: bool = True,
+                 spin_wait: bool = True):
         if plugins:
             raise CCNetError("--plugins applies to TensorRT engines: ONNX Runtime runs the "
                              "CrissCrossAttention nodes' ONNX function, never the plugin (build an "
@@ -50,6 +55,8 @@ class OrtRunner(Runner):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
+        if not spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

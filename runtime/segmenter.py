@@ -52,12 +52,17 @@ def backend_for(model: str) -> str:
                      "(ONNX Runtime), .engine/.plan (TensorRT) or .pth (PyTorch)")
 
 
+def runner_kind(model: str, backend: Optional[str] = None) -> str:
+    """"ort", "trt" or "torch": ``backend`` when given, else by the model's file type."""
+    if backend is not None and backend not in BACKENDS:
+        raise CCNetError(f"unknown backend {backend!r}: use onnxruntime, tensorrt or pytorch")
+    return BACKENDS[backend] if backend else backend_for(model)
+
+
 def open_runner(model: str, backend: Optional[str] = None, **opts) -> Runner:
     """The runner for ``model``: ``OrtRunner``, ``TrtRunner`` or ``TorchRunner`` (options go to
     its constructor, e.g. device=, threads=, plugins=, cuda_graph=, config=)."""
-    if backend is not None and backend not in BACKENDS:
-        raise CCNetError(f"unknown backend {backend!r}: use onnxruntime, tensorrt or pytorch")
-    kind = BACKENDS[backend] if backend else backend_for(model)
+    kind = runner_kind(model, backend)
     if kind == "ort":
         from .runners import OrtRunner as opener
     elif kind == "trt":

@@ -1,10 +1,13 @@
 """``ccnet serve``: a CCNet model behind NVIDIA Triton Inference Server, through PyTriton.
 
 PyTriton starts the ``tritonserver`` binary it ships (HTTP/gRPC KServe v2 endpoints, dynamic
-batching, metrics) and forwards each batch of requests to a Python callable in this process:
-here :class:`SegmentationModel`, one per model instance, each with its own
-:class:`~runtime.segmenter.Segmenter` (ONNX Runtime, TensorRT or PyTorch by the model's file
-type).  Tensor contract: ``runtime.serving_contract``.
+batching, metrics).  Clients call model ``<name>``: a Triton Python-backend model
+(``runtime.serving_front``, from a repository folder written for the server's lifetime) that
+checks each request on its own — a bad one gets a one-line error, the rest of its batch is
+answered — and forwards the decoded pixels to ``<name>_segmenter``, which PyTriton binds to a
+Python callable in this process: :class:`SegmentationModel`, one per model instance, each with
+its own :class:`~runtime.segmenter.Segmenter` (ONNX Runtime, TensorRT or PyTorch by the
+model's file type).  Tensor contract: ``runtime.serving_contract``.
 
 Triton's dynamic batcher only groups requests whose inputs have the same shape, so a batch holds
 images of one size; each image still goes through ``Segmenter.segment`` on its own, so a
@@ -22,8 +25,10 @@ import dataclasses
 import errno
 import os
 import signal
+import shutil
 import socket
 import sysconfig
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional
@@ -37,6 +42,7 @@ from .segmenter import Segmenter
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
                                BadRequest, as_labels, request_images, stack_outputs)
 
+FRONT_MODULE = "runtime.serving_front"
 PYTRITON_HINT = "pip install 'ccnet-deploy[serve]' (nvidia-pytriton and tritonclient)"
 
 
@@ -69,18 +75,27 @@ class ServeOptions:
         if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
             raise CCNetError(f"HTTP, gRPC and metrics ports must be three different ports in "
                              f"1..65535, got {ports}")
+        from .triton_repo import check_model_name
+
+        check_model_name(self.name)
 
     @property
     def batched(self) -> bool:
         return self.max_batch_size > 0
+
+    @property
+    def segmenter_name(self) -> str:
+        """The Triton model PyTriton binds the segmenters to (clients call ``name``)."""
+        return f"{self.name}_segmenter"
 
 
 class SegmentationModel:
     """The callable PyTriton runs for one model instance: a batch of requests → one response
     dict per request.
 
-    PyTriton answers a whole batch with one error when the callable raises, so every request
-    is checked before any is segmented, and the error names the bad request.
+    Requests reach it checked by the front model; it checks them again because PyTriton
+    answers a whole batch with one error when the callable raises: every request is checked
+    before any is segmented, and the error names the bad request.
     """
 
     def __init__(self, segmenter: Segmenter, options: ServeOptions,
@@ -132,6 +147,26 @@ def warm_up(segmenter: Segmenter) -> None:
     ramp = np.linspace(0, 255, long_side, dtype=np.float32).astype(np.uint8)
     segmenter.segment(np.ascontiguousarray(np.broadcast_to(ramp[None, :, None],
                                                            (short_side, long_side, 3))))
+
+
+def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str:
+    """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``;
+    returns its folder."""
+    from .triton_repo import python_model_config, python_model_source, render_config
+
+    config = python_model_config(
+        options.name, num_classes, options.max_batch_size, options.instances,
+        {"segmenter_model": options.segmenter_name,
+         "max_image_side": str(options.max_image_side)}, logits=options.logits,
+        batch_delay_us=options.batch_delay_us)
+    folder = os.path.join(repo, options.name)
+    os.makedirs(os.path.join(folder, "1"))
+    with open(os.path.join(folder, "config.pbtxt"), "w", encoding="utf-8") as f:
+        f.write(render_config(config, (f"ccnet serve: checks requests, forwards them to "
+                                       f"{options.segmenter_name}",)))
+    with open(os.path.join(folder, "1", "model.py"), "w", encoding="utf-8") as f:
+        f.write(python_model_source(FRONT_MODULE))
+    return folder
 
 
 def check_port_free(address: str, port: int, flag: str) -> None:
@@ -206,6 +241,7 @@ class SegmentationServer:
         self.log = log
         self.segmenters: List[Segmenter] = []
         self.triton = None
+        self.repo: Optional[str] = None
         self._stopped = threading.Event()
 
     @property
@@ -228,7 +264,8 @@ class SegmentationServer:
         from pytriton.triton import TritonConfig
 
         o = self.options
-        return TritonConfig(http_address=o.address, http_port=o.http_port,
+        return TritonConfig(model_repository=self.repo,
+                            http_address=o.address, http_port=o.http_port,
                             grpc_address=o.address, grpc_port=o.grpc_port,
                             metrics_address=o.address, metrics_port=o.metrics_port,
                             exit_timeout_secs=o.shutdown_timeout, log_verbose=0)
@@ -254,17 +291,20 @@ class SegmentationServer:
             check_port_free(o.address, port, flag)
         try:
             self._load_segmenters()
+            self.repo = tempfile.mkdtemp(prefix="ccnet-serve-")
             inputs, outputs = self._tensors()
             callables = [SegmentationModel(s, o, self.log if o.log_batches else None)
                          for s in self.segmenters]
+            # Batches form in the front model (its config has the delay), which forwards their
+            # requests one by one: nothing should wait here.
             config = ModelConfig(batching=o.batched, max_batch_size=o.max_batch_size,
-                                 batcher=DynamicBatcher(max_queue_delay_microseconds=
-                                                        o.batch_delay_us))
+                                 batcher=DynamicBatcher())
             self.triton = Triton(config=self._triton_config())
-            self.triton.bind(model_name=o.name, infer_func=callables, inputs=inputs,
+            self.triton.bind(model_name=o.segmenter_name, infer_func=callables, inputs=inputs,
                              outputs=outputs, config=config, strict=True)
             with interpreter_libpython_first():
                 self.triton.run()
+            self._load_front_model()
         except CCNetError:
             self.stop()
             raise
@@ -272,6 +312,24 @@ class SegmentationServer:
             self.stop()
             raise CCNetError(explain_start_failure(e, o.name)) from None
         return self
+
+    def _load_front_model(self) -> None:
+        """Write and load the model clients call, after PyTriton's segmenter model is ready:
+        Triton reports ``<name>`` ready only when a request can go all the way through."""
+        import tritonclient.http as http
+        from pytriton.client.auth import create_auth_headers
+
+        o = self.options
+        write_front_model(self.repo, o, self.meta.num_classes)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(o.address, o.address)
+        client = http.InferenceServerClient(f"[{host}]:{o.http_port}" if ":" in host
+                                            else f"{host}:{o.http_port}")
+        try:
+            # Loading is a protected endpoint of PyTriton's server: it takes the server's token.
+            client.load_model(o.name, headers=create_auth_headers(self.triton.get_access_token(),
+                                                                  "http"))
+        finally:
+            client.close()
 
     def is_alive(self) -> bool:
         return self.triton is not None and self.triton.is_alive()
@@ -296,6 +354,9 @@ class SegmentationServer:
         for segmenter in self.segmenters:
             segmenter.close()
         self.segmenters = []
+        if self.repo is not None:
+            shutil.rmtree(self.repo, ignore_errors=True)
+            self.repo = None
 
     def __enter__(self) -> "SegmentationServer":
         return self.start()

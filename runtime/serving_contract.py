@@ -112,17 +112,3 @@ def request_images(image: Optional[np.ndarray], encoded: Optional[np.ndarray], b
 def stack_outputs(per_image: List[np.ndarray], batched: bool) -> np.ndarray:
     """One request's output tensor from its images' results (one size within a request)."""
     return np.stack(per_image) if batched else per_image[0]
-
-
-def bad_request_reason(message: str) -> Optional[str]:
-    """The one-line reason in an error message from ``ccnet serve`` for a bad request.
-
-    PyTriton returns what the model callable raised inside its own traceback text (and for
-    every request of the batch); the reason is the ``BadRequest:`` line.  None when there is
-    none (an error Triton raised itself, such as a wrong data type, is one line already).
-    """
-    marker = f"{BadRequest.__name__}: "
-    for line in str(message).splitlines():
-        if marker in line:
-            return line.split(marker, 1)[1].strip()
-    return None

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 from ccnet.errors import CCNetError, first_line
 from ccnet.files import require_file
 
-from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS,
+from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
                                labels_type_name)
 from .triton_network import TENSORRT_PLATFORM, NetworkSpec, network_spec, plugin_note
 
@@ -90,25 +90,37 @@ def network_config(name: str, spec: NetworkSpec, instances: int):
     return config
 
 
-def pipeline_config(name: str, network: str, spec: NetworkSpec, max_batch_size: int,
-                    instances: int, max_image_side: int):
-    """The ``<name>`` ModelConfig: the Python-backend model clients call."""
+def python_model_config(name: str, num_classes: int, max_batch_size: int, instances: int,
+                        parameters: Dict[str, str], logits: bool = False,
+                        batch_delay_us: int = 0):
+    """The ModelConfig of a Python-backend model with the client tensor contract
+    (``runtime.serving_contract``): optional ``image``/``encoded`` in, ``labels`` (and
+    ``logits`` when asked) out."""
     pb2 = model_config_pb2()
     config = pb2.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     _tensor(pb2, config.input, IMAGE, "TYPE_UINT8", [-1, -1, 3], optional=True)
     _tensor(pb2, config.input, ENCODED, "TYPE_STRING", [1], optional=True)
-    _tensor(pb2, config.output, LABELS, f"TYPE_{labels_type_name(spec.meta.num_classes)}",
-            [-1, -1])
+    _tensor(pb2, config.output, LABELS, f"TYPE_{labels_type_name(num_classes)}", [-1, -1])
+    if logits:
+        _tensor(pb2, config.output, LOGITS, "TYPE_FP32", [num_classes, -1, -1])
     config.instance_group.add(count=instances, kind=pb2.ModelInstanceGroup.Kind.KIND_CPU)
     if max_batch_size > 0:
         config.dynamic_batching.SetInParent()
-    parameters = {"ccnet_meta": spec.meta.to_json(), "network_model": network,
-                  "network_input": spec.input_name, "network_output": spec.output_name,
-                  "network_input_type": spec.input_type,
-                  "max_image_side": str(max_image_side)}
+        if batch_delay_us:
+            config.dynamic_batching.max_queue_delay_microseconds = batch_delay_us
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return config
+
+
+def pipeline_config(name: str, network: str, spec: NetworkSpec, max_batch_size: int,
+                    instances: int, max_image_side: int):
+    """The ``<name>`` ModelConfig: the Python-backend model clients call."""
+    return python_model_config(
+        name, spec.meta.num_classes, max_batch_size, instances,
+        {"ccnet_meta": spec.meta.to_json(), "network_model": network,
+         "network_input": spec.input_name, "network_output": spec.output_name,
+         "network_input_type": spec.input_type, "max_image_side": str(max_image_side)})
 
 
 @dataclass
@@ -133,11 +145,11 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def _python_model_source() -> str:
+def python_model_source(module: str = PYTHON_MODEL_MODULE) -> str:
+    """The ``1/model.py`` of a Python-backend model whose code is ``module``."""
     return (f'"""Triton Python-backend entry point of a ccnet model: the code is '
-            f'{PYTHON_MODEL_MODULE}\n(ccnet-deploy must be importable by the server\'s '
-            'Python: see README.md beside this folder\'s config)."""\n'
-            f"from {PYTHON_MODEL_MODULE} import TritonPythonModel  # noqa: F401\n")
+            f'{module}\n(ccnet-deploy must be importable by the server\'s Python)."""\n'
+            f"from {module} import TritonPythonModel  # noqa: F401\n")
 
 
 def _stage(staging: str, name: str, network: str, spec: NetworkSpec, model_file: str,
@@ -151,7 +163,7 @@ def _stage(staging: str, name: str, network: str, spec: NetworkSpec, model_file:
     if plugin:
         shutil.copyfile(plugin, os.path.join(staging, network, PLUGIN_FILE))
     with open(os.path.join(staging, name, "1", "model.py"), "w", encoding="utf-8") as f:
-        f.write(_python_model_source())
+        f.write(python_model_source())
     with open(os.path.join(staging, name, "README.md"), "w", encoding="utf-8") as f:
         f.write(readme)
 

@@ -22,7 +22,7 @@ from ccnet.files import write_image
 from ccnet.labels import as_png_labels
 from ccnet.progress import progress_bar
 
-from .segmenter import Segmenter
+from .segmenter import Segmenter, runner_kind
 from .video import Source, VideoSegmenter, is_url
 
 # Containers OpenCV's mp4v writer fills (others fail only after the first frame is processed).
@@ -67,6 +67,10 @@ def segment_video(model: str, source: Source, output: Optional[str] = None,
     if (isinstance(source, str) and not is_url(source) and not source.isdigit()
             and not os.path.exists(source)):
         raise CCNetError(f"video not found: {source}")
+    if runner_kind(model, backend) == "ort":
+        # Decoding, post-processing and encoding share the CPU with ONNX Runtime here: its
+        # pool threads spinning between operators would take their cores.
+        runner_opts.setdefault("spin_wait", False)
     segmenter = Segmenter(model, backend=backend, **runner_opts)
     try:
         video = VideoSegmenter(segmenter, queue_size=queue_size, alpha=alpha,

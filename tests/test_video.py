@@ -347,3 +347,28 @@ def test_outputs_checked_before_any_work(monkeypatch, tiny_onnx, clip, tmp_path,
         assert rc == 2 and match in err and len(err.splitlines()) == 1, (argv, err)
     assert sorted(os.listdir(tmp_path)) == before
     assert (tmp_path / "used" / "notes.txt").read_text() == "keep me"
+
+
+def test_video_job_stops_onnx_runtime_threads_spinning(small_job, tiny_onnx, clip, tmp_path,
+                                                        monkeypatch):
+    """Decoding and encoding run beside the network: the job opens ONNX Runtime with idle pool
+    threads sleeping (session config ``session.intra_op.allow_spinning`` = "0")."""
+    from runtime.runners import OrtRunner
+
+    entry, seen = "session.intra_op.allow_spinning", []
+    real = small_job.Segmenter
+
+    def opened(model, **kw):
+        segmenter = real(model, **kw)
+        seen.append(segmenter.runner.session.get_session_options()
+                    .get_session_config_entry(entry))
+        return segmenter
+
+    monkeypatch.setattr(small_job, "Segmenter", opened)
+    path, _ = clip
+    small_job.segment_video(tiny_onnx, path, str(tmp_path / "out.mp4"), max_frames=2,
+                            progress=False)
+    assert seen == ["0"]
+    default = OrtRunner(tiny_onnx).session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        default.get_session_config_entry(entry)  # a plain runner keeps ORT's default

@@ -1,0 +1,35 @@
+"""The model clients call in ``ccnet serve``: a Triton Python-backend model that checks every
+request on its own and forwards the valid ones to the segmenter model PyTriton binds.
+
+Why it exists: when a PyTriton callable raises, PyTriton answers every request of the batch
+with one error whose text wraps its own traceback.  Triton's Python backend instead gives each
+request its own response, so a bad request gets the one-line reason and the requests batched
+with it are answered.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ccnet.errors import CCNetError, first_line
+
+from .serving_contract import IMAGE, LABELS
+from .triton_checked_model import CheckedRequestsModel
+
+
+class TritonPythonModel(CheckedRequestsModel):
+    """Forwards each checked request's decoded pixels to ``segmenter_model`` (BLS)."""
+
+    def setup(self) -> None:
+        self.segmenter = self.params["segmenter_model"]
+
+    def answer(self, request, images):
+        pb = self.pb
+        pixels = np.stack(images) if self.batched else images[0]
+        wanted = list(request.requested_output_names()) or [LABELS]
+        response = pb.InferenceRequest(model_name=self.segmenter,
+                                       inputs=[pb.Tensor(IMAGE, pixels)],
+                                       requested_output_names=wanted).exec()
+        if response.has_error():
+            raise CCNetError(f"model {self.segmenter!r} failed: "
+                             f"{first_line(Exception(response.error().message()))}")
+        return response.output_tensors()
