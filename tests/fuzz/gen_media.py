@@ -303,8 +303,11 @@ def _drive(sig: int):
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None and len(glob.glob(staged)) < 2:
             time.sleep(0.05)
-        if proc.poll() is None:
-            proc.send_signal(sig)
+        if proc.poll() is not None:  # would be misread as a leftover of an interrupted run
+            proc.communicate()
+            return {"crash": "the command ended before the signal was sent: the clip is too "
+                             "short for this machine (raise LONG_CLIP_FRAMES)"}
+        proc.send_signal(sig)
         try:
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
