@@ -295,10 +295,19 @@ def video_cases(env, size: str) -> List[Case]:
 
 
 # ----------------------------------------------------------------------------- signals
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _drive(sig: int):
     def drive(case_dir: str, argv: List[str], env: dict) -> dict:
+        # A test run started in the background inherits SIGINT ignored (POSIX), and Python
+        # then installs no KeyboardInterrupt handler: give the command the default, as a shell
+        # in the foreground does.
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_signals)
         staged = os.path.join(case_dir, "out", ".labels.partial-*", "*.png")
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None and len(glob.glob(staged)) < 2:
