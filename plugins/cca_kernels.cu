@@ -445,7 +445,8 @@ long long ceil_div(long long a, long long b)
 constexpr long long kMaxGridX = 2147483647;
 constexpr long long kMaxGridYZ = 65535;
 
-// Launch grids of the six kernels; valid only when ccnet_cca_check_sizes accepted the sizes,
+// Launch grids of the six kernel launches (four grids: the statistics and probability kernels of a
+// branch share its energy grid); valid only when ccnet_cca_check_sizes accepted the sizes,
 // which keeps every grid inside the GPU's limits.
 struct LaunchGrids
 {
