@@ -96,19 +96,16 @@ nvinfer1::IPluginV3* CrissCrossAttentionPluginCreator::createPlugin(
 {
     try
     {
-        try
-        {
-            validateFields(fc);
-        }
-        catch (ValidationError const& e)
-        {
-            logPluginMessage(nvinfer1::ILogger::Severity::kERROR,
-                std::string("cannot create ") + contract::kPluginNamespace + "::" + contract::kPluginName + " (layer '"
-                    + (name ? name : "") + "'): " + e.what());
-            return nullptr;
-        }
+        validateFields(fc); // the only ValidationError source here
         warnAboutUnknownFields(*fc);
         return new CrissCrossAttentionPlugin();
+    }
+    catch (ValidationError const& e)
+    {
+        logPluginMessage(nvinfer1::ILogger::Severity::kERROR,
+            std::string("cannot create ") + contract::kPluginNamespace + "::" + contract::kPluginName + " (layer '"
+                + (name ? name : "") + "'): " + e.what());
+        return nullptr;
     }
     catch (std::exception const& e)
     {
