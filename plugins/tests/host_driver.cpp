@@ -537,9 +537,7 @@ void checkInvalidFields(Library const& lib, TestLoggerFinder* finder)
         CHECK(plugin == nullptr);
         if (finder)
         {
-            bool logged = false;
-            for (size_t i = before; i < finder->logger.messages.size(); ++i)
-                logged = logged || finder->logger.messages[i].find(c.expectInLog) != std::string::npos;
+            bool const logged = finder->logger.contains(c.expectInLog, before);
             if (!logged)
                 std::fprintf(stderr, "FAIL case '%s': no logged reason mentioning '%s'\n", c.label.c_str(),
                     c.expectInLog.c_str());
