@@ -27,6 +27,7 @@ namespace
 {
 using namespace nvinfer1;
 using ccnet::test::Library;
+using ccnet::test::DeviceBuffer;
 namespace contract = ccnet::contract;
 
 class Random
@@ -296,23 +297,6 @@ int fuzzFields(Library const& lib, unsigned long long seed, long long cases)
 }
 
 // ---- forward ----------------------------------------------------------------------------------
-struct DeviceBlock
-{
-    void* pointer{};
-    size_t bytes{};
-    explicit DeviceBlock(size_t size) : bytes(size)
-    {
-        if (cudaMalloc(&pointer, std::max<size_t>(size, 1)) != cudaSuccess)
-        {
-            std::fprintf(stderr, "cudaMalloc(%zu) failed\n", size);
-            std::exit(1);
-        }
-    }
-    DeviceBlock(DeviceBlock const&) = delete;
-    DeviceBlock& operator=(DeviceBlock const&) = delete;
-    ~DeviceBlock() { cudaFree(pointer); }
-};
-
 // Direct float64 criss-cross attention (docs/mmseg-inference.md): per pixel, one softmax over its column
 // (own pixel excluded) and its row (own pixel included).
 std::vector<double> reference(std::vector<double> const& q, std::vector<double> const& k, std::vector<double> const& v,
@@ -491,9 +475,13 @@ std::string runForwardCase(Library const& lib, ForwardCase const& f, Random& ran
     size_t const provided = f.workspaceShortfall >= static_cast<long long>(needed)
         ? 0
         : needed - static_cast<size_t>(f.workspaceShortfall);
-    DeviceBlock q(bytes[0].size()), k(bytes[1].size()), v(bytes[2].size()), out(bytes[3].size());
-    DeviceBlock workspace(provided + (f.misaligned ? 8 : 0));
-    DeviceBlock* tensors[4] = {&q, &k, &v, &out};
+    DeviceBuffer q, k, v, out, workspace;
+    DeviceBuffer* tensors[4] = {&q, &k, &v, &out};
+    for (int t = 0; t < 4; ++t)
+        if (!tensors[t]->allocate(bytes[t].size()))
+            std::exit(1);
+    if (!workspace.allocate(provided + (f.misaligned ? 8 : 0)))
+        std::exit(1);
     for (int t = 0; t < 4; ++t)
         cudaMemcpy(tensors[t]->pointer, bytes[t].data(), bytes[t].size(), cudaMemcpyHostToDevice);
     void* pointers[5] = {q.pointer, k.pointer, v.pointer, out.pointer,

@@ -114,6 +114,7 @@ using ccnet::test::collectionOf;
 using ccnet::test::contractFields;
 using ccnet::test::coreOf;
 using ccnet::test::createValid;
+using ccnet::test::DeviceBuffer;
 using ccnet::test::findCreator;
 using ccnet::test::Library;
 using ccnet::test::PluginPtr;
@@ -557,21 +558,6 @@ std::vector<char> readFile(std::string const& path)
     std::ifstream in(path, std::ios::binary);
     return std::vector<char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
-
-struct DeviceBuffer
-{
-    void* pointer{};
-    size_t bytes{};
-    DeviceBuffer() = default;
-    DeviceBuffer(DeviceBuffer const&) = delete;
-    DeviceBuffer& operator=(DeviceBuffer const&) = delete;
-    ~DeviceBuffer() { cudaFree(pointer); }
-    bool allocate(size_t size)
-    {
-        bytes = size;
-        return cudaMalloc(&pointer, size) == cudaSuccess;
-    }
-};
 
 // One enqueue into a NaN-poisoned output (all-ones bytes are NaN in FP32 and FP16, so an element
 // never written stays NaN) and a poisoned workspace; the output bytes, or empty on failure.

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -114,5 +115,14 @@ nvinfer1::IPluginV3OneRuntime* runtimeOf(nvinfer1::IPluginV3* p)
 {
     return static_cast<nvinfer1::IPluginV3OneRuntime*>(
         p->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
+}
+
+bool DeviceBuffer::allocate(size_t size)
+{
+    bytes = size;
+    cudaError_t const error = cudaMalloc(&pointer, std::max<size_t>(size, 1));
+    if (error != cudaSuccess)
+        std::fprintf(stderr, "cudaMalloc(%zu) failed: %s\n", size, cudaGetErrorString(error));
+    return error == cudaSuccess;
 }
 } // namespace ccnet::test

@@ -69,4 +69,18 @@ PluginPtr createValid(nvinfer1::IPluginCreatorV3One* creator, nvinfer1::TensorRT
 nvinfer1::IPluginV3OneCore* coreOf(nvinfer1::IPluginV3* p);
 nvinfer1::IPluginV3OneBuild* buildOf(nvinfer1::IPluginV3* p);
 nvinfer1::IPluginV3OneRuntime* runtimeOf(nvinfer1::IPluginV3* p);
+
+// Device memory (host memory in the CUDA CPU mode), freed when the buffer goes out of scope.
+struct DeviceBuffer
+{
+    void* pointer{};
+    size_t bytes{};
+    DeviceBuffer() = default;
+    DeviceBuffer(DeviceBuffer const&) = delete;
+    DeviceBuffer& operator=(DeviceBuffer const&) = delete;
+    ~DeviceBuffer() { cudaFree(pointer); }
+    // Allocates max(size, 1) bytes (a 0-byte tensor still gets a pointer) and records `size`;
+    // false, with the CUDA error on stderr, when cudaMalloc fails.
+    bool allocate(size_t size);
+};
 } // namespace ccnet::test
