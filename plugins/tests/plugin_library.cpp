@@ -35,7 +35,6 @@ Library openLibrary(char const* path)
     }
     lib.getCreators = symbol<GetCreatorsFn>(lib.handle, "getCreators");
     lib.setLoggerFinder = symbol<SetLoggerFinderFn>(lib.handle, "setLoggerFinder");
-    lib.checkSizes = symbol<CheckSizesFn>(lib.handle, "ccnet_cca_check_sizes");
     lib.workspaceSize = symbol<WorkspaceSizeFn>(lib.handle, "ccnet_cca_workspace_size");
     lib.forward = symbol<ForwardFn>(lib.handle, "ccnet_cca_forward");
     return lib;

@@ -17,7 +17,6 @@ namespace ccnet::test
 {
 using GetCreatorsFn = nvinfer1::IPluginCreatorInterface* const* (*) (int32_t&);
 using SetLoggerFinderFn = void (*)(nvinfer1::ILoggerFinder*);
-using CheckSizesFn = int (*)(int, int, int, int, int);
 using WorkspaceSizeFn = size_t (*)(int, int, int);
 using ForwardFn = int (*)(void const*, void const*, void const*, void*, int, int, int, int, int, int, void*, size_t,
     cudaStream_t);
@@ -27,7 +26,6 @@ struct Library
     void* handle{};
     GetCreatorsFn getCreators{};
     SetLoggerFinderFn setLoggerFinder{};
-    CheckSizesFn checkSizes{};
     WorkspaceSizeFn workspaceSize{};
     ForwardFn forward{};
 };
