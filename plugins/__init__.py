@@ -38,15 +38,13 @@ def contract() -> dict:
         return json.load(f)
 
 
-_CONTRACT = contract()
-DTYPE_CODES = {d["name"]: d["code"] for d in _CONTRACT["kernel_dtypes"]}
+DTYPE_CODES = {d["name"]: d["code"] for d in contract()["kernel_dtypes"]}
 DTYPE_FP32 = DTYPE_CODES["fp32"]
 DTYPE_FP16 = DTYPE_CODES["fp16"]
-STATUS_NAMES = {s["code"]: s["name"] for s in _CONTRACT["kernel_statuses"]}
-STATUS_CODES = {name: code for code, name in STATUS_NAMES.items()}
+STATUS_NAMES = {s["code"]: s["name"] for s in contract()["kernel_statuses"]}
 
 
-def _candidates(name: str = LIBRARY_NAME) -> list[str]:
+def _candidates(name: str) -> list[str]:
     return [os.path.join(_REPO_DIR, "build", name), os.path.join(_PACKAGE_DIR, name)]
 
 
