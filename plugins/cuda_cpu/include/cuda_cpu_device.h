@@ -18,10 +18,8 @@
 
 #define __global__
 #define __device__
-#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __restrict__ __restrict
 // All fibers of a block run on the worker thread that owns the block, and a worker runs one
 // block at a time: a thread_local is exactly one copy per running block.
 #define __shared__ static thread_local

@@ -78,11 +78,6 @@ inline __half __float2half_rn(float value)
     return __half{::ccnet::cuda_cpu::floatToHalfBits(value)};
 }
 
-inline __half __float2half(float value)
-{
-    return __float2half_rn(value);
-}
-
 inline float __half2float(__half value)
 {
     return ::ccnet::cuda_cpu::halfBitsToFloat(value.bits);

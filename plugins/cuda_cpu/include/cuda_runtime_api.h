@@ -32,8 +32,7 @@ enum cudaError
     cudaSuccess = 0,
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
-    cudaErrorInvalidConfiguration = 9,
-    cudaErrorNoDevice = 100
+    cudaErrorInvalidConfiguration = 9
 };
 typedef enum cudaError cudaError_t;
 
@@ -59,6 +58,5 @@ cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetDeviceCount(int* count);
 // Returns and clears the calling thread's last error, as in CUDA (kernel launches set it).
 cudaError_t cudaGetLastError();
-cudaError_t cudaPeekAtLastError();
 char const* cudaGetErrorString(cudaError_t error);
 }

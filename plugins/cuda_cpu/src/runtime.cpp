@@ -14,7 +14,7 @@ thread_local cudaError_t tLastError = cudaSuccess;
 
 cudaError_t fail(cudaError_t error)
 {
-    tLastError = error;
+    setLastError(error); // declared in last_error.h
     return error;
 }
 
@@ -100,11 +100,6 @@ extern "C" cudaError_t cudaGetLastError()
     return error;
 }
 
-extern "C" cudaError_t cudaPeekAtLastError()
-{
-    return ccnet::cuda_cpu::tLastError;
-}
-
 extern "C" char const* cudaGetErrorString(cudaError_t error)
 {
     switch (error)
@@ -113,7 +108,6 @@ extern "C" char const* cudaGetErrorString(cudaError_t error)
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     }
     return "unrecognized error code";
 }
