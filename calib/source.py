@@ -34,23 +34,19 @@ class SourceModel:
     def prepared(self, workdir: str, opset: Optional[int] = None) -> str:
         """Write the copy calibration runs (with the CCA function, so ONNX Runtime can run a
         plugin-form file; at ``opset`` if given) into ``workdir``; returns its path."""
-        from export.graph import attach_cca_function, cca_functions, cca_nodes
+        from export.graph import attach_cca_function, cca_functions, cca_nodes, model_opset
 
         model = self.model
-        if opset is not None and _default_opset(model) < opset:
+        if opset is not None and model_opset(model) < opset:
             model = onnx.version_converter.convert_version(model, opset)
             del model.functions[:]  # the converter drops or keeps them stale: rebuild below
         else:
             model = onnx.ModelProto.FromString(model.SerializeToString())
         if cca_nodes(model) and not cca_functions(model):
             attach_cca_function(model)
-        path = os.path.join(workdir, f"fp32_opset{_default_opset(model)}.onnx")
+        path = os.path.join(workdir, f"fp32_opset{model_opset(model)}.onnx")
         onnx.save(model, path)
         return path
-
-
-def _default_opset(model: onnx.ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def read_meta(model: onnx.ModelProto, path: str = "model") -> ModelMeta:
