@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ccnet.errors import CCNetError
-from ccnet.files import atomic_write, file_sha256, require_file  # noqa: F401  (public API)
+from ccnet.files import atomic_write, require_file
 
 from .calibrate import Ranges
 from .options import CLIP_SEARCHES, METHODS

@@ -32,12 +32,12 @@ from ccnet.files import atomic_write, check_output_file
 from ccnet.labels import label_head_of
 from export.label_head import add_label_head
 
-from .cache import file_sha256, load_cache, save_cache  # noqa: F401  (public API)
+from .cache import load_cache, save_cache
 from .calibrate import Ranges, calibrated_tensor_names, collect_ranges
-from .data import CalibrationData, CalibrationWarning, load_calibration_data  # noqa: F401
-from .options import DEFAULT_METHOD, DEFAULT_NUM_IMAGES, METHODS, QuantOptions  # noqa: F401
+from .data import CalibrationData, load_calibration_data
+from .options import DEFAULT_METHOD, QuantOptions
 from .placement import PLACEMENTS, WEIGHTS, quantize_graph
-from .qdq_graph import conv_names, int8_conv_names, is_quantized  # noqa: F401
+from .qdq_graph import conv_names, int8_conv_names
 from .selection import candidate_photos
 from .source import SourceModel, load_source
 

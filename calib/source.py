@@ -8,11 +8,11 @@ from typing import Optional, Tuple
 import onnx
 
 from ccnet.errors import CCNetError
+from ccnet.files import file_sha256
 from ccnet.meta import ModelMeta
 from export.label_head import strip_label_head
 from export.onnx_file import load_onnx
 
-from .cache import file_sha256
 from .qdq_graph import is_quantized
 
 

@@ -20,9 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from calib.quantize import file_sha256 as file_digest
 from ccnet.errors import CCNetError, first_line
-from ccnet.files import require_folder, write_json
+from ccnet.files import file_sha256 as file_digest, require_folder, write_json
 from ccnet.images import iter_images
 
 PRECISIONS = ("fp32", "fp16", "int8")

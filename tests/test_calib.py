@@ -15,11 +15,11 @@ import pytest
 from onnx import numpy_helper
 
 from ccnet.errors import CCNetError
+from ccnet.files import file_sha256
 
 from helpers import VOC_DIR
 
 calib_quantize = pytest.importorskip("calib.quantize")
-from calib.cache import file_sha256  # noqa: E402
 from calib.data import CalibrationWarning  # noqa: E402
 from calib.qdq_graph import is_quantized  # noqa: E402
 from cli.calibrate import main as calibrate_main  # noqa: E402
