@@ -41,8 +41,6 @@ from .qdq_graph import conv_names, int8_conv_names
 from .selection import candidate_photos
 from .source import SourceModel, load_source
 
-TARGETS = tuple(PLACEMENTS)
-
 
 @dataclass
 class Calibration:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -119,10 +119,3 @@ def shuffled(paths: Sequence[str], seed: int) -> List[str]:
     """``paths`` in a seeded random order (the same on every machine for the same seed)."""
     order = np.random.default_rng(seed).permutation(len(paths))
     return [paths[i] for i in order]
-
-
-def describe(paths: Iterable[str], limit: int = 5) -> str:
-    """A short human list of file names for log lines."""
-    names = [os.path.basename(p) for p in paths]
-    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
