@@ -32,7 +32,7 @@ from ccnet.files import atomic_write, check_output_file
 from ccnet.labels import label_head_of
 from export.label_head import add_label_head
 
-from .cache import load_cache, save_cache
+from .cache import check_ranges, load_cache, save_cache
 from .calibrate import Ranges, calibrated_tensor_names, collect_ranges
 from .data import CalibrationData, load_calibration_data
 from .options import DEFAULT_METHOD, QuantOptions
@@ -140,8 +140,6 @@ def _calibrate(source: SourceModel, prepared: str, photos: tuple, cache: Optiona
                              f"--images --clip-search {options.clip_search}")
         return Calibration(cached["method"], cached["tensors"], cache=cached,
                            clip_search=cached["clip_search"])
-    from .cache import check_ranges
-
     method = options.method or DEFAULT_METHOD
     data = load_calibration_data(
         candidate_photos(images_dir, image_list), source.meta, options.num_images,
@@ -160,7 +158,6 @@ def _search_clips(source: SourceModel, prepared: str, ranges: Ranges, method: st
                   data: CalibrationData, options: QuantOptions, workdir: str) -> Ranges:
     """``--clip-search mse``: per-tensor thresholds by layer output error (``clip_search``),
     with the weights of the all-INT8 model."""
-    from .cache import check_ranges
     from .clip_search import search_clips
 
     all_int8, _ = quantize_graph(prepared, ranges, method, PLACEMENTS[options.target], workdir)
