@@ -42,6 +42,11 @@ class CalibrationData:
     def batches(self) -> List[np.ndarray]:
         return [b for per_image in self.inputs for b in per_image]
 
+    @property
+    def items(self) -> List[Tuple[str, np.ndarray]]:
+        """(photo path, batch) for every batch, in order: what the calibrators read."""
+        return [(path, b) for path, per_image in zip(self.images, self.inputs) for b in per_image]
+
 
 def network_inputs(image_bgr: np.ndarray, meta: ModelMeta,
                    input_shape: Sequence = (None,) * 4) -> List[np.ndarray]:

@@ -145,8 +145,7 @@ def _calibrate(source: SourceModel, prepared: str, photos: tuple, cache: Optiona
         candidate_photos(images_dir, image_list), source.meta, options.num_images,
         options.holdout_images if options.mixed_precision else 0, options.seed,
         source.input_shape, None if holdout is None else candidate_photos(holdout))
-    items = [(path, batch) for path, batches in zip(data.images, data.inputs) for batch in batches]
-    ranges = collect_ranges(prepared, source.input_name, items, method, workdir,
+    ranges = collect_ranges(prepared, source.input_name, data.items, method, workdir,
                             options.progress, source.unit)
     ranges = check_ranges(ranges, f"calibration of {source.path}")
     if options.clip_search:
@@ -172,8 +171,7 @@ def _place(source: SourceModel, prepared: str, calibration: Calibration, options
     if options.quantizer == "modelopt":
         from .modelopt_quantizer import MODELOPT_OPSET, quantize_modelopt
 
-        items = [(p, b) for p, batches in zip(calibration.data.images, calibration.data.inputs)
-                 for b in batches]
+        items = calibration.data.items
         if not items:
             raise CCNetError("--quantizer modelopt calibrates on photos: pass --images or --list")
         model = quantize_modelopt(source.prepared(workdir, MODELOPT_OPSET), source.input_name,
