@@ -103,14 +103,15 @@ def quantize(onnx_path: str, out_path: str, images_dir: Optional[str] = None,
         qmodel, details = _place(source, prepared, calibration, options, workdir)
     if label_head_of(source.meta):  # set aside by load_source, re-attached to the INT8 graph
         qmodel = add_label_head(qmodel, source.meta)
+    info = _calibration_metadata(qmodel, source, calibration, options, details)
     # Metadata last: its checksum (export.metadata) covers the whole graph, head included.
-    _finish(qmodel, source, calibration, options, details)
+    _finish(qmodel, source, options, info)
     if cache is not None and calibration.cache is None:
         save_cache(cache, calibration.ranges, source.sha256, calibration.method,
                    calibration.data.images, calibration.data.holdout, options.seed,
                    calibration.clip_search)
     atomic_write(out_path, qmodel.SerializeToString(), make_dirs=True)
-    return _report(out_path, cache, source, calibration, options, details, qmodel, start)
+    return _report(out_path, cache, source, calibration, options, details, info, start)
 
 
 def _check_outputs(out_path: str, cache_out: Optional[str], options: QuantOptions) -> None:
@@ -216,9 +217,9 @@ def _choose_fallback(source: SourceModel, prepared: str, calibration: Calibratio
     return choice
 
 
-def _finish(qmodel: onnx.ModelProto, source: SourceModel, calibration: Calibration,
-            options: QuantOptions, details: dict) -> None:
-    """Function or plugin form, and the metadata (``extra["calibration"]``)."""
+def _finish(qmodel: onnx.ModelProto, source: SourceModel, options: QuantOptions,
+            info: dict) -> None:
+    """Function or plugin form, and the metadata (``info`` as ``extra["calibration"]``)."""
     from export.graph import attach_cca_function, cca_functions, cca_nodes, ensure_domain
     from export.metadata import set_metadata
 
@@ -230,15 +231,18 @@ def _finish(qmodel: onnx.ModelProto, source: SourceModel, calibration: Calibrati
     elif cca_nodes(qmodel):
         attach_cca_function(qmodel)  # at the quantized model's opset
     meta = source.meta
-    extra = dict(meta.extra, precision="int8", function=bool(options.function),
-                 calibration=_calibration_metadata(qmodel, source, calibration, options, details))
+    extra = dict(meta.extra, precision="int8", function=bool(options.function), calibration=info)
     set_metadata(qmodel, meta.replace(extra=extra))
 
 
 def _calibration_metadata(qmodel, source, calibration, options, details) -> dict:
+    """What ``extra["calibration"]`` records (the Q/DQ edits and form changes leave the Convs
+    as they are, so it is read once from the placed model)."""
     choice = details.get("choice")
     placement = PLACEMENTS[options.target]
+    convs = conv_names(qmodel)
     int8 = int8_conv_names(qmodel)
+    int8_set = set(int8)
     return {
         "method": calibration.method, "clip_search": calibration.clip_search,
         "num_images": calibration.num_images, "images": [os.path.basename(p) for p in calibration.data.images],
@@ -246,16 +250,15 @@ def _calibration_metadata(qmodel, source, calibration, options, details) -> dict
         "model_sha256": source.sha256, "target": options.target,
         "quantizer": options.quantizer, "activations": placement.activations,
         "weights": WEIGHTS, "quantized_ops": ["Conv"], "residual_qdq": bool(options.residual_qdq),
-        "convs": len(conv_names(qmodel)), "int8_convs": len(int8),
-        "fallback_layers": [n for n in conv_names(qmodel) if n not in set(int8)],
+        "convs": len(convs), "int8_convs": len(int8),
+        "fallback_layers": [n for n in convs if n not in int8_set],
         "fallback_precision": "fp32",
         "target_agreement_pct": options.target_agreement,
         "holdout_agreement_pct": choice.agreement_pct if choice else None,
     }
 
 
-def _report(out_path, cache, source, calibration, options, details, qmodel, start) -> dict:
-    info = _calibration_metadata(qmodel, source, calibration, options, details)
+def _report(out_path, cache, source, calibration, options, details, info, start) -> dict:
     data = calibration.data
     return {
         "out": out_path, "method": calibration.method, "clip_search": calibration.clip_search,
