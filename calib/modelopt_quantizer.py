@@ -36,7 +36,7 @@ import onnx
 from ccnet.errors import CCNetError, first_line
 
 from .calibrate import LOG, Ranges, data_reader
-from .qdq_graph import float_cca_inputs_from_qdq
+from .qdq_graph import float_cca_inputs_from_qdq, symmetric_int8_scale
 
 MODELOPT_OPSET = 19
 INSTALL_HINT = ("pip install nvidia-modelopt onnx-graphsurgeon cppimport lief ml_dtypes (not the "
@@ -56,12 +56,9 @@ def require_modelopt():
 def write_trt_cache(path: str, ranges: Ranges) -> None:
     """Our ranges as a TensorRT calibration cache (tensor: big-endian float32 scale, hex), the
     symmetric int8 scale ONNX Runtime computes for the same range."""
-    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
-
-    qmin, qmax = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, symmetric=True)
     lines = ["TRT-8501-EntropyCalibration2"]
     for name, (low, high) in sorted(ranges.items()):
-        _, scale = compute_scale_zp(np.float32(low), np.float32(high), qmin, qmax, symmetric=True)
+        scale = symmetric_int8_scale(low, high)
         lines.append(f"{name}: {struct.pack('!f', float(scale)).hex()}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -18,6 +18,15 @@ def is_quantized(model: onnx.ModelProto) -> bool:
     return any(n.op_type in QDQ_OPS for n in model.graph.node)
 
 
+def symmetric_int8_scale(low: float, high: float) -> np.float32:
+    """ONNX Runtime's symmetric int8 scale for the range [low, high] (its zero point is 0)."""
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+    qmin, qmax = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, symmetric=True)
+    _, scale = compute_scale_zp(np.float32(low), np.float32(high), qmin, qmax, symmetric=True)
+    return np.float32(scale)
+
+
 def producers(model: onnx.ModelProto) -> Dict[str, onnx.NodeProto]:
     return {o: n for n in model.graph.node for o in n.output}
 
@@ -93,15 +102,12 @@ def _read_through_qdq(model: onnx.ModelProto, reader: onnx.NodeProto, tensor: st
     """Insert Q/DQ (symmetric int8 from ``value_range``) after ``tensor``'s producer and make
     ``reader`` read the DQ output."""
     from onnx import helper, numpy_helper
-    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
-    low, high = (np.float32(v) for v in value_range)
-    qmin, qmax = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, symmetric=True)
-    zero, scale = compute_scale_zp(low, high, qmin, qmax, symmetric=True)
+    scale = symmetric_int8_scale(*value_range)
     base = f"{tensor}_shortcut"
     model.graph.initializer.extend([
         numpy_helper.from_array(np.asarray(scale, dtype=np.float32).reshape(()), f"{base}_scale"),
-        numpy_helper.from_array(np.asarray(zero, dtype=np.int8).reshape(()), f"{base}_zero_point")])
+        numpy_helper.from_array(np.zeros((), dtype=np.int8), f"{base}_zero_point")])
     q = helper.make_node("QuantizeLinear", [tensor, f"{base}_scale", f"{base}_zero_point"],
                          [f"{base}_q"], name=f"{base}_QuantizeLinear")
     dq = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero_point"],
