@@ -56,12 +56,8 @@ def load_before(ref: str, path: str, name: str, package: str, replace=()) -> typ
 
 def make_models(work: str) -> dict:
     """ONNX files (cached in ``work``): demo, demo with label head, R50 Cityscapes, R50 ADE."""
-    import onnx
-
     from ccnet.checkpoint import build_model, save_checkpoint
     from ccnet.zoo import get_config
-    from export.label_head import add_label_head, with_head_metadata
-    from export.metadata import read_metadata, set_metadata
     from export.to_onnx import export_onnx
 
     paths = {k: os.path.join(work, f"{k}.onnx") for k in ("demo", "demo_head", "r50_city",
@@ -69,20 +65,15 @@ def make_models(work: str) -> dict:
     configs = {"r50_city": "ccnet_r50-d8_4xb2-80k_cityscapes-512x1024",
                "r50_ade": "ccnet_r50-d8_4xb4-80k_ade20k-512x512"}
     for key, path in paths.items():
-        if os.path.exists(path) or key == "demo_head":
+        if os.path.exists(path):
             continue
         source = "ccnet-demo"
         if key in configs:
             source = os.path.join(work, f"{key}.pth")
             save_checkpoint(build_model(get_config(configs[key])), source)  # random weights
-        export_onnx(source, path, verify=False, log=lambda *a: None)
+        export_onnx(source, path, label_head=key == "demo_head", verify=False,
+                    log=lambda *a: None)
         print(f"exported {path}", file=sys.stderr)
-    if not os.path.exists(paths["demo_head"]):
-        model = onnx.load(paths["demo"])
-        meta = read_metadata(model)
-        head = add_label_head(model, meta)
-        set_metadata(head, with_head_metadata(meta))
-        onnx.save(head, paths["demo_head"])
     return paths
 
 
@@ -92,7 +83,7 @@ def street_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
     return cv2.resize(make_scene(seed)[0], (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def median_ms(values) -> float:
+def median_of_ms(values) -> float:
     return round(float(np.median(values)) * 1e3, 2)
 
 
@@ -110,7 +101,7 @@ def timed(fn, label: str = ""):
 
 
 def cpu_ms(label: str) -> float:
-    return median_ms(CPU_TIMES.pop(label, [float("nan")]))
+    return median_of_ms(CPU_TIMES.pop(label, [float("nan")]))
 
 
 def smooth_logits(shape, seed: int = 0, cell: int = 24) -> np.ndarray:
@@ -148,7 +139,7 @@ def demo_segment(paths: dict, old, threads: int, reps: int) -> list:
                 seconds = timed(fn, key if rep else "")[0]
                 if rep:
                     times[key].append(seconds)
-        row = {"size": label, **{f"{k}_ms": median_ms(v) for k, v in times.items()},
+        row = {"size": label, **{f"{k}_ms": median_of_ms(v) for k, v in times.items()},
                **{f"{k}_cpu_ms": cpu_ms(k) for k in runs}}
         reference = old.segment(image, meta, seg.infer).labels
         row["after_agreement"] = float((seg.segment(image) == reference).mean())
@@ -181,7 +172,7 @@ def r50_processing(paths: dict, old, threads: int, reps: int) -> dict:
         times["before_post"].append(seconds)
         seconds, after = timed(lambda: seg.finish(logits, image.shape), "after_post")
         times["after_post"].append(seconds)
-    out = {f"{k}_ms": median_ms(v) for k, v in times.items()}
+    out = {f"{k}_ms": median_of_ms(v) for k, v in times.items()}
     out.update({f"{k}_cpu_ms": cpu_ms(k) for k in times})
     out.update(network_input=list(batch.shape), agreement=float((before == after).mean()),
                predicted_classes=int(len(np.unique(after))))
@@ -254,9 +245,9 @@ def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: 
         summary = segment_video(paths[model], clip, output=out, progress=False, device="cpu",
                                 threads=threads)
         fps.setdefault("ccnet_video", []).append(summary["fps"])
-    pure, network_cpu = 1e3 / median_ms(network), cpu_ms("video_network")
+    pure, network_cpu = 1e3 / median_of_ms(network), cpu_ms("video_network")
     result = {"model": model, "frames": frames, "rounds": rounds, "pure_inference_fps": round(pure, 2),
-              "network_ms": median_ms(network), "network_cpu_ms": network_cpu,
+              "network_ms": median_of_ms(network), "network_cpu_ms": network_cpu,
               "ccnet_video_ms_per_frame": {k: round(v, 2)
                                            for k, v in summary["ms_per_frame"].items()}}
     for key, values in fps.items():
