@@ -160,7 +160,8 @@ def main(argv=None) -> int:
               "versions": library_versions(), "model": "ccnet-demo ONNX (fp32), test scale 512x256",
               "images": args.images, "image_size": list(SIZE), "rows": rows,
               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(f"CPU: {result['machine']['cpu']['cpu']} ({os.cpu_count()} cores), load average "
+    machine = result["machine"]["cpu"]
+    print(f"CPU: {machine['cpu']} ({machine['cpu_count']} cores), load average "
           f"{load_before[0]:.1f} before / {load_after[0]:.1f} after; {args.images} images "
           f"{SIZE[1]}x{SIZE[0]}")
     print(f"{'configuration':36} {'wall s':>7} {'img/s':>7} {'first PNG s':>12} "

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             for shape in SHAPES]
     print_table(rows, device, peak, copy_bw)
     result = {"device": device, "peak_bandwidth_gbs": peak, "measured_copy_bandwidth_gbs": copy_bw,
-              "torch": torch.__version__, "machine": machine_info(), "versions": library_versions(),
+              "machine": machine_info(), "versions": library_versions(),
               "warmup": args.warmup, "iters": args.iters, "results": rows}
     if args.json:
         write_json(args.json, result, make_dirs=True)

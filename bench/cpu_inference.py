@@ -9,13 +9,13 @@ JSON.  Target: ONNX Runtime FP32 >= 1.3× faster than PyTorch eager.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 
 import numpy as np
 
+from ccnet.files import write_json
 from runtime.machine import library_versions, machine_info, median_ms
 
 CASES = [  # (label, config, input shape)
@@ -67,11 +67,9 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"done: {label}", file=sys.stderr)
 
-    result = {"cpu": machine_info()["cpu"], "machine": machine_info(),
-              "versions": library_versions(), "threads": args.threads, "reps": args.reps,
-              "warmup": args.warmup, "torch": torch.__version__, "onnxruntime": ort.__version__,
-              "rows": rows}
-    print(f"CPU: {result['cpu']}, {args.threads} threads, median of {args.reps} "
+    result = {"machine": machine_info(), "versions": library_versions(),
+              "threads": args.threads, "reps": args.reps, "warmup": args.warmup, "rows": rows}
+    print(f"CPU: {result['machine']['cpu']}, {args.threads} threads, median of {args.reps} "
           f"(+{args.warmup} warm-up)")
     print(f"{'model':26} {'input':16} {'torch eager':>12} {'ORT fp32':>10} {'ORT fp16':>10} "
           f"{'fp32 speedup':>13}")
@@ -79,8 +77,7 @@ def main(argv=None) -> int:
         print(f"{r['model']:26} {'x'.join(map(str, r['input'])):16} "
               f"{r['torch_eager_ms']:10.0f}ms {r['ort_fp32_ms']:8.0f}ms {r['ort_fp16_ms']:8.0f}ms"
               f" {r['ort_fp32_speedup']:12.2f}x")
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.json, result, make_dirs=True)
     print(f"wrote {args.json}")
     return 0
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
 
 import numpy as np
 
+from ccnet.files import write_json
 from runtime.machine import library_versions, machine_info, median_ms
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,14 +86,11 @@ def main(argv=None) -> int:
             rows.append(bench_model("r50-d8", path, None, (256, 512), folder, args.runs,
                                     args.threads, calib_images=2, method="minmax"))
             rows[-1]["model"] = "R50-D8 cityscapes arch (random weights)"
-    import onnxruntime
-
     result = {"device": machine_info(), "versions": library_versions(),
-              "onnxruntime": onnxruntime.__version__,
               "threads": args.threads, "runs": args.runs, "rows": rows}
     header = (f"{'model':<44} {'input':<12} {'FP32 ms':>8} | {'INT8 tensorrt-placement':>30} | "
               f"{'INT8 ort-cpu-placement':>30}")
-    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['cpu']}, "
+    print(f"ONNX Runtime {result['versions'].get('onnxruntime')} CPU, {result['device']['cpu']}, "
           f"{args.threads} threads, median of {args.runs}")
     print(header)
     for r in rows:
@@ -101,8 +98,7 @@ def main(argv=None) -> int:
                  for v in ("int8_trt_placement", "int8_ort_placement")]
         print(f"{r['model']:<44} {r['input']:<12} {r['fp32_ms']:>8} | {cells[0]:>30} | "
               f"{cells[1]:>30}")
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.json, result, make_dirs=True)
     print(f"wrote {args.json}")
     return 0
 

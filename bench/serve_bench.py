@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import socket
 import sys
 import tempfile
@@ -200,8 +199,8 @@ def main(argv=None) -> int:
             server.terminate()  # SIGTERM: graceful shutdown
             server.join(60)
     rows = [summarize(path, clients, phases[path, clients]) for path, clients, _ in cases]
-    result = {"machine": {**machine_info(), "platform": platform.platform(),
-                          "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+    result = {"machine": {**machine_info(), "loadavg_before": load_before,
+                          "loadavg_after": os.getloadavg()},
               "versions": library_versions(), "model": "ccnet-demo (ONNX, ONNX Runtime CPU)",
               "photos": [list(p.shape) for p in photos], "rounds": args.rounds, "server": "ccnet serve defaults "
               "(max batch size 4, 1 instance, batch delay 0)",
