@@ -26,7 +26,7 @@ One run, everything side by side:
 The real photos are also calibration and held-out photos (there are only seven, and five with
 labels): their agreement is not an independent test; the synthetic test scenes are.
 
-    .venv/bin/python bench/int8_accuracy.py [--scenes 20] [--runs 5] [--json OUT]
+    .venv/bin/python bench/int8_accuracy.py [--scenes 20] [--runs 15] [--json OUT]
 """
 from __future__ import annotations
 
@@ -101,8 +101,9 @@ def variants(fp32: str, calib: str, holdout: str, work: str, target: float) -> l
 CURVE_K = (0, 2, 4, 6, 8, 10, 12, 14, 16)
 
 
-def tradeoff_curves(fp32: str, work: str, scenes_dir: str) -> dict:
-    """Agreement vs Convs in float along each ``--target-agreement`` run's ranking."""
+def tradeoff_curves(fp32: str, work: str, scenes_dir: str, sensitivity: dict) -> dict:
+    """Agreement vs Convs in float along each ``--target-agreement`` run's ranking
+    (``sensitivity``: its tables, by range method)."""
     import glob
 
     from calib.cache import load_cache
@@ -123,8 +124,7 @@ def tradeoff_curves(fp32: str, work: str, scenes_dir: str) -> dict:
     curves = {}
     for search in (None, "mse"):
         cache = load_cache(os.path.join(work, f"cache_{search}.json"))
-        with open(os.path.join(work, f"sensitivity_{search}.json")) as f:
-            ranked = [layer["name"] for layer in json.load(f)["layers"]]
+        ranked = [layer["name"] for layer in sensitivity[search or "entropy"]["layers"]]
         points = []
         for k in CURVE_K:
             model, _ = quantize_graph(prepared, cache["tensors"], cache["method"],
@@ -197,8 +197,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # ONNX Runtime's quantizer logs advice per call
 
-    import onnxruntime
-
+    from ccnet.files import write_json
     from ccnet.synthetic import write_dataset
     from export.to_fp16 import convert_to_fp16
     from export.to_onnx import export_onnx
@@ -213,21 +212,19 @@ def main(argv=None) -> int:
         made = variants(fp32, calib, holdout, work, args.target)
         files = [("ONNX FP32", fp32), ("ONNX FP16", fp16)] + [(lb, path) for lb, path, _ in made]
         rows = parity_rows(files, scenes_dir)
-        curves = tradeoff_curves(fp32, work, scenes_dir)
-        speed = latencies(files, args.runs, args.threads)
         sensitivity = {}
         for search in (None, "mse"):
             with open(os.path.join(work, f"sensitivity_{search}.json")) as f:
                 sensitivity[search or "entropy"] = json.load(f)
+        curves = tradeoff_curves(fp32, work, scenes_dir, sensitivity)
+        speed = latencies(files, args.runs, args.threads)
     result = {"device": machine_info(), "versions": library_versions(),
-              "onnxruntime": onnxruntime.__version__,
               "threads": args.threads, "runs": args.runs, "test_scenes": args.scenes,
               "rows": [dict(model=label, ort_cpu_ms=speed[label], **rows[label],
                             **_int8_info(made, label)) for label, _ in files],
               "curves": curves, "sensitivity_target": sensitivity}
     print_table(result)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.json, result, make_dirs=True)
     print(f"wrote {args.json}")
     return 0
 
@@ -243,7 +240,7 @@ def _int8_info(made: list, label: str) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"ONNX Runtime {result['onnxruntime']} CPU, {result['device']['cpu']}, "
+    print(f"ONNX Runtime {result['versions'].get('onnxruntime')} CPU, {result['device']['cpu']}, "
           f"{result['threads']} threads; agreement with PyTorch FP32 in %")
     print(f"{'model':<62} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'real':>7} {'synth':>7} "
           f"{'ΔmIoU synth':>11} {'ms':>7}")
