@@ -131,9 +131,10 @@ def _traced(model, module, opset: int, batch, height, width, output: str) -> onn
     return exported
 
 
-def _verify_head(results, runnable, inputs, meta, log) -> None:
-    """Add the label head's agreement with the host resize + argmax to each verification row."""
-    head = verify_label_head(add_label_head(runnable, meta), runnable, inputs, meta, log)
+def _verify_head(results, runnable, logits, inputs, meta, log) -> None:
+    """Add the label head's agreement with the host resize + argmax of ``logits`` (ORT's output
+    of ``runnable`` for each input) to each verification row."""
+    head = verify_label_head(add_label_head(runnable, meta), logits, inputs, meta, log)
     for result, head_result in zip(results, head):
         result["label_head"] = head_result
 
@@ -188,10 +189,11 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
     def verify_fn(_path):
         if not verify:
             return []
+        logits = [] if label_head else None
         results = verify_against_torch(runnable, module, inputs, output == "labels", fp16, log,
-                                       tolerance)
+                                       tolerance, ort_outputs=logits)
         if label_head:
-            _verify_head(results, runnable, inputs, meta, log)
+            _verify_head(results, runnable, logits, inputs, meta, log)
         return results
 
     verification = write_verified(written, out, verify_fn, full_check=verify, log=log)

@@ -153,8 +153,9 @@ def compare(expected: np.ndarray, got: np.ndarray, labels: bool,
     outside the tolerance) of two outputs."""
     if labels:
         return {"agreement": float((expected == got).mean())}
-    err = np.abs(expected.astype(np.float64) - got)
-    allowed = np.maximum(tolerance.atol, tolerance.rtol * np.abs(expected.astype(np.float64)))
+    expected64 = expected.astype(np.float64)
+    err = np.abs(expected64 - got)
+    allowed = np.maximum(tolerance.atol, tolerance.rtol * np.abs(expected64))
     return {"agreement": float((expected.argmax(1) == got.argmax(1)).mean()),
             "max_abs_error": float(err.max()), "p99_abs_error": float(np.percentile(err, 99)),
             "max_abs_logit": float(np.abs(expected).max()),
@@ -192,8 +193,10 @@ def _torch_outputs(module, x: np.ndarray, labels: bool):
 
 def verify_against_torch(runnable: onnx.ModelProto, module, inputs: List[np.ndarray],
                          labels: bool, fp16: bool, log: Callable = print,
-                         tolerance: Tolerance = Tolerance()) -> List[dict]:
-    """Run ORT CPU and PyTorch on each input; raise CCNetError if a limit is missed."""
+                         tolerance: Tolerance = Tolerance(),
+                         ort_outputs: Optional[List[np.ndarray]] = None) -> List[dict]:
+    """Run ORT CPU and PyTorch on each input; raise CCNetError if a limit is missed.
+    ``ort_outputs``, when given, receives ORT's output for each input (in order)."""
     import onnxruntime as ort
 
     try:
@@ -217,6 +220,8 @@ def verify_against_torch(runnable: onnx.ModelProto, module, inputs: List[np.ndar
                              f"PyTorch {expected.shape} for input {x.shape}")
         if not labels:
             check_finite(got, "the ONNX Runtime output", x.shape)
+        if ort_outputs is not None:
+            ort_outputs.append(got)
         r = {"shape": list(x.shape), **compare(expected, got, labels, tolerance)}
         results.append(r)
         what = "fp16 vs PyTorch fp32" if fp16 else "vs PyTorch"
@@ -234,29 +239,32 @@ def head_check_size(height: int, width: int) -> Tuple[int, int]:
     return height * 3 // 2 + 1, width * 3 // 2 + 1
 
 
-def verify_label_head(head: onnx.ModelProto, logits: onnx.ModelProto, inputs: List[np.ndarray],
+def verify_label_head(head: onnx.ModelProto, logits: List[np.ndarray], inputs: List[np.ndarray],
                       meta: ModelMeta, log: Callable = print) -> List[dict]:
     """The head's labels (ORT CPU) against the host resize + argmax of the logits file's output
-    (``ccnet.label_resize``, equal to the exact float32 reference up to ties) at
+    for each input (``logits``, as ``verify_against_torch`` collected them; resized with
+    ``ccnet.label_resize``, equal to the exact float32 reference up to ties) at
     ``head_check_size``; raise CCNetError below MIN_AGREEMENT."""
     import onnxruntime as ort
 
     from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
     from ccnet.label_resize import resize_argmax
 
-    providers = ["CPUExecutionProvider"]
-    with_head = ort.InferenceSession(head.SerializeToString(), providers=providers)
-    plain = ort.InferenceSession(logits.SerializeToString(), providers=providers)
+    with_head = ort.InferenceSession(head.SerializeToString(),
+                                     providers=["CPUExecutionProvider"])
     results = []
-    for x in inputs:
+    for x, plain in zip(inputs, logits):
         size = head_check_size(*x.shape[2:])
         labels = with_head.run(None, {"input": x, LABEL_HEAD_INPUT: label_head_feed(size)})[0]
-        expected = np.stack([resize_argmax(item, size, meta.align_corners)
-                             for item in plain.run(None, {"input": x})[0]])
+        expected = np.stack([resize_argmax(item, size, meta.align_corners) for item in plain])
+        if labels.shape != expected.shape:
+            raise CCNetError(f"verification failed: label head output {labels.shape} != "
+                             f"{expected.shape} of the resize + argmax of the logits at input "
+                             f"{tuple(x.shape)}")
         agreement = float((labels == expected).mean())
         log(f"verify label head {tuple(x.shape)} -> {size[0]}x{size[1]}: {labels.dtype} labels, "
             f"agreement with the host resize + argmax {agreement * 100:.4f}%")
-        if labels.shape != expected.shape or agreement < MIN_AGREEMENT:
+        if agreement < MIN_AGREEMENT:
             raise CCNetError(f"verification failed: label head output {labels.shape} agrees on "
                              f"{agreement * 100:.3f}% of pixels (< {MIN_AGREEMENT * 100:.2f}%)"
                              f" with the resize + argmax of the logits at input {tuple(x.shape)}")

@@ -187,3 +187,27 @@ def test_fp16_cli_non_dict_metadata(tmp_path, tiny_onnx, capsys):
     assert main(["--model", str(path), "--out", str(tmp_path / "h.onnx")]) == 2
     assert "not an object" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_label_head_shape_mismatch_is_a_ccnet_error():
+    """A head whose labels do not have the reference's shape fails with a one-line CCNetError
+    (not numpy's ValueError from comparing non-broadcastable arrays)."""
+    from types import SimpleNamespace
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ccnet.labels import LABEL_HEAD_INPUT
+    from export.verify import verify_label_head
+
+    wrong = numpy_helper.from_array(np.zeros((1, 3, 3), np.uint8), "value")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["labels"], value=wrong)], "wrong_head",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4]),
+         helper.make_tensor_value_info(LABEL_HEAD_INPUT, TensorProto.FLOAT, [0, 7, 7])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, 3, 3])])
+    head = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    head.ir_version = 8
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    with pytest.raises(CCNetError, match=r"label head output \(1, 3, 3\) != \(1, 7, 7\)"):
+        verify_label_head(head, [_logits(shape=(1, 5, 4, 4))], [x],
+                          SimpleNamespace(align_corners=False), log=lambda *a: None)
