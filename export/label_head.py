@@ -60,6 +60,13 @@ def has_label_head(model: onnx.ModelProto) -> bool:
     return any(i.name == LABEL_HEAD_INPUT for i in model.graph.input)
 
 
+def require_whole_mode(meta: ModelMeta) -> None:
+    """Refuse slide-mode models: they average logits over windows, the head cannot."""
+    if meta.mode != "whole":
+        raise CCNetError(f"{meta.name} runs in slide mode, which averages logits over windows: "
+                         "the label head serves whole-image models only; export logits")
+
+
 def check_headless(model: onnx.ModelProto, meta: ModelMeta) -> None:
     """One-line errors for models the head cannot be appended to."""
     if has_label_head(model):
@@ -68,9 +75,7 @@ def check_headless(model: onnx.ModelProto, meta: ModelMeta) -> None:
     if outputs != [LOGITS]:
         raise CCNetError(f"the label head needs a logits output, the model has {outputs}: "
                          "export with --output logits")
-    if meta.mode != "whole":
-        raise CCNetError(f"{meta.name} runs in slide mode, which averages logits over windows: "
-                         "the label head serves whole-image models only; export logits")
+    require_whole_mode(meta)
 
 
 def add_label_head(model: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:

@@ -26,7 +26,6 @@ if __name__ == "__main__" and not __package__:
 
     _sys.path[0] = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
     _runpy.run_module("cli.export", run_name="__main__", alter_sys=True)
-    _sys.exit(0)
 
 import copy
 import os
@@ -42,7 +41,7 @@ from ccnet.files import check_output_file
 from ccnet.meta import ModelMeta
 
 from .graph import DEFAULT_OPSET, MIN_OPSET, attach_cca_function, cca_nodes, contract, ensure_domain
-from .label_head import add_label_head, with_head_metadata
+from .label_head import add_label_head, require_whole_mode, with_head_metadata
 from .metadata import set_metadata
 from .torch_export import labels_module, load_torch_model, torch_export
 from .verify import (MIN_SIZE, ImageLike, Tolerance, verification_inputs,
@@ -163,9 +162,8 @@ def export_onnx(ckpt, out, config=None, opset: int = DEFAULT_OPSET, batch: Optio
     check_options(opset, batch, height, width, output, cca, function, label_head)
     out = check_output_file(os.fspath(out), what="ONNX output")
     model = load_torch_model(ckpt, config, allow_nonfinite)
-    if label_head and model.meta.mode != "whole":
-        raise CCNetError(f"{model.meta.name} runs in slide mode, which averages logits over "
-                         "windows: --label-head serves whole-image models only; export logits")
+    if label_head:
+        require_whole_mode(model.meta)
     module = model if output == "logits" else labels_module(model)
     precision = "fp16" if fp16 else "fp32"
 
