@@ -23,7 +23,7 @@ import numpy as np
 from .errors import CCNetError
 from .images import check_image
 from .label_resize import axis_table, first_argmax, resize_argmax
-from .meta import ModelMeta
+from .meta import ModelMeta, slide_grid
 
 InferFn = Callable[[np.ndarray], np.ndarray]
 
@@ -131,8 +131,7 @@ def slide_windows(height: int, width: int, crop: Sequence[int],
     """mmseg slide_inference windows as (y1, y2, x1, x2); the last window shifts back inside."""
     h_crop, w_crop = crop
     h_stride, w_stride = stride
-    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
-    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+    h_grids, w_grids = slide_grid(height, h_crop, h_stride), slide_grid(width, w_crop, w_stride)
     windows = []
     for hi in range(h_grids):
         for wi in range(w_grids):
