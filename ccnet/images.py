@@ -18,8 +18,6 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 def load_image(path: str) -> np.ndarray:
     """Read an image as BGR uint8 H×W×3; one-line error if it is missing, unreadable, or larger
     than the pixel limit (``ccnet.meta.LIMITS.max_image_pixels``)."""
-    if not os.path.exists(path):
-        raise CCNetError(f"image not found: {path}")
     require_file(path, "image")
     try:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
