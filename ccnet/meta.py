@@ -35,7 +35,8 @@ class Limits:
     """Resource limits on what a model file or image may ask for.  Metadata, checkpoints and
     images come from files users download, so every size that drives an allocation or a loop
     is bounded; the defaults are far above every mmseg CCNet.  Each limit can be raised with
-    its environment variable (read at import) or by assigning to ``ccnet.meta.LIMITS``."""
+    its environment variable (read at import) or by setting the attributes of
+    ``ccnet.meta.LIMITS`` (assigning a new object does not reach modules that imported it)."""
 
     max_classes: int = 4096  # palette, logits and label maps grow with it
     max_recurrence: int = 16  # mmseg uses 2; each is one attention pass
@@ -128,11 +129,10 @@ def _floats(name: str, value, positive: bool = False) -> Tuple[float, float, flo
 
 
 def _classes(value) -> Tuple[str, ...]:
-    limits = LIMITS
     classes = _sequence("classes", value, wanted="a list of class names")
-    if not 1 <= len(classes) <= limits.max_classes:
+    if not 1 <= len(classes) <= LIMITS.max_classes:
         raise CCNetError(f"invalid model metadata: {len(classes)} classes (at least 1; "
-                         f"{limits.hint('max_classes')})")
+                         f"{LIMITS.hint('max_classes')})")
     if not all(isinstance(c, str) for c in classes):
         raise _bad("classes", value, "a list of strings")
     return classes
@@ -154,11 +154,10 @@ def slide_grid(length: int, crop: int, stride: int) -> int:
 
 
 def _check_slide(crop_size, stride, test_scale) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    limits = LIMITS
     if crop_size is None or stride is None:
         raise CCNetError("invalid model metadata: slide mode needs crop_size and stride")
-    crop = check_pair("crop_size", crop_size, MIN_INPUT_SIDE, limits.max_side)
-    step = check_pair("stride", stride, 1, limits.max_side)
+    crop = check_pair("crop_size", crop_size, MIN_INPUT_SIDE, LIMITS.max_side)
+    step = check_pair("stride", stride, 1, LIMITS.max_side)
     if step[0] > crop[0] or step[1] > crop[1]:
         # mmseg asserts every pixel is covered by a window: a stride above the crop leaves gaps.
         raise _bad("stride", stride,
@@ -166,10 +165,10 @@ def _check_slide(crop_size, stride, test_scale) -> Tuple[Tuple[int, int], Tuple[
     # The resized image fits in max(scale) × max(scale) whatever the aspect ratio.
     longest = max(test_scale)
     windows = slide_grid(longest, crop[0], step[0]) * slide_grid(longest, crop[1], step[1])
-    if windows > limits.max_slide_windows:
+    if windows > LIMITS.max_slide_windows:
         raise CCNetError(f"invalid model metadata: crop {crop} with stride {step} gives up to "
                          f"{windows} slide windows per image at test scale {test_scale} "
-                         f"({limits.hint('max_slide_windows')}); use a larger stride")
+                         f"({LIMITS.hint('max_slide_windows')}); use a larger stride")
     return crop, step
 
 

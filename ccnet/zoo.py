@@ -231,28 +231,27 @@ def validate_config(config: ModelConfig) -> ModelConfig:
     Configs come from checkpoint metadata and tensor shapes, i.e. from downloaded files, so a
     class count or width that would allocate gigabytes, or a recurrence that would run for
     hours, is refused here with a one-line error."""
-    limits = LIMITS
     check_str("config name", config.name)
     check_str("dataset", config.dataset)
     if not (type(config.depth) is int and config.depth in RESNET_DEPTHS):
         raise CCNetError(f"unsupported ResNet depth {config.depth!r}: use one of "
                          f"{', '.join(map(str, RESNET_DEPTHS))}")
-    check_int("num_classes", config.num_classes, 1, limits.max_classes,
-              limits.hint("max_classes"))
+    check_int("num_classes", config.num_classes, 1, LIMITS.max_classes,
+              LIMITS.hint("max_classes"))
     # The attention's query/key convs have channels // 8 outputs.
-    check_int("channels", config.channels, 8, limits.max_channels, limits.hint("max_channels"))
+    check_int("channels", config.channels, 8, LIMITS.max_channels, LIMITS.hint("max_channels"))
     if config.aux_channels is not None:
-        check_int("aux_channels", config.aux_channels, 1, limits.max_channels,
-                  limits.hint("max_channels"))
-    check_int("recurrence", config.recurrence, 1, limits.max_recurrence,
-              "0 would be a CCNet without attention; " + limits.hint("max_recurrence"))
-    check_int("stem_channels", config.stem_channels, 2, limits.max_channels,
-              limits.hint("max_channels"))
-    check_int("base_channels", config.base_channels, 1, limits.max_channels,
-              limits.hint("max_channels"))
-    if config.in_channels > limits.max_channels:
+        check_int("aux_channels", config.aux_channels, 1, LIMITS.max_channels,
+                  LIMITS.hint("max_channels"))
+    check_int("recurrence", config.recurrence, 1, LIMITS.max_recurrence,
+              "0 would be a CCNet without attention; " + LIMITS.hint("max_recurrence"))
+    check_int("stem_channels", config.stem_channels, 2, LIMITS.max_channels,
+              LIMITS.hint("max_channels"))
+    check_int("base_channels", config.base_channels, 1, LIMITS.max_channels,
+              LIMITS.hint("max_channels"))
+    if config.in_channels > LIMITS.max_channels:
         raise CCNetError(f"base_channels {config.base_channels} gives {config.in_channels} "
-                         f"channels in the last stage ({limits.hint('max_channels')})")
+                         f"channels in the last stage ({LIMITS.hint('max_channels')})")
     if config.classes is not None and (not isinstance(config.classes, (list, tuple)) or len(
             config.classes) != config.num_classes):
         raise CCNetError(f"config {config.name!r}: classes must be a list of "
