@@ -11,7 +11,7 @@ from ccnet.errors import CCNetError
 from ccnet.files import file_sha256
 from ccnet.meta import ModelMeta
 from export.label_head import strip_label_head
-from export.onnx_file import load_onnx
+from export.onnx_file import image_input, load_onnx
 
 from .qdq_graph import is_quantized
 
@@ -59,17 +59,6 @@ def read_meta(model: onnx.ModelProto, path: str = "model") -> ModelMeta:
         raise CCNetError(f"{path}: {e} (calibration needs the model's pre-processing)") from None
 
 
-def _input(model: onnx.ModelProto):
-    """Name and dims of the single image input."""
-    init = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in init]
-    if len(inputs) != 1:
-        raise CCNetError(f"expected one image input, the model has {len(inputs)}: "
-                         "pass a model written by ccnet-export")
-    dims = inputs[0].type.tensor_type.shape.dim
-    return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
-
-
 def load_source(path: str) -> SourceModel:
     """Read an FP32 ccnet-export ONNX; refuse quantized, FP16 and metadata-less files."""
     model = load_onnx(path)
@@ -83,8 +72,5 @@ def load_source(path: str) -> SourceModel:
         raise CCNetError(f"{path} is not an FP32 model (precision "
                          f"{meta.extra.get('precision', 'fp16')}): calibrate the FP32 export "
                          "(INT8 files keep their float layers in FP32)")
-    name, shape = _input(model)
-    if len(shape) != 4:
-        raise CCNetError(f"{path}: the image input has {len(shape)} dims, expected N×3×H×W: "
-                         "pass a model written by ccnet-export")
+    name, shape = image_input(model, path)
     return SourceModel(path, model, meta, name, shape, file_sha256(path))
