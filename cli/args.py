@@ -66,7 +66,7 @@ def add_verbosity(parser: argparse.ArgumentParser, default=None) -> None:
 def runner_options(args: argparse.Namespace) -> dict:
     """Backend options from the shared flags (only those given)."""
     options = {}
-    for name in ("device", "config", "plugins"):
+    for name in ("device", "config", "plugins", "allow_nonfinite", "cuda_graph"):
         value = getattr(args, name, None)
         if value:
             options[name] = value
@@ -78,6 +78,6 @@ def add_tta(parser: argparse.ArgumentParser) -> None:
                         help="multi-scale + flip test-time augmentation (mmseg 0.x rule)")
 
 
-def add_allow_nonfinite(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="load a .pth checkpoint with NaN/Inf weights (refused by default)")
+def add_allow_nonfinite(parser: argparse.ArgumentParser, help: str = (
+        "load a .pth checkpoint with NaN/Inf weights (refused by default)")) -> None:
+    parser.add_argument("--allow-nonfinite", action="store_true", help=help)

@@ -47,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, (".json",), what="--json")
     options = common.runner_options(args)
-    if args.cuda_graph:
-        options["cuda_graph"] = True
     report = benchmark(args.model, sizes=args.sizes, batch=args.batch, warmup=args.warmup,
                        reps=args.reps, image=args.image, backend=args.backend,
                        threads=args.threads, log=log, **options)

@@ -56,9 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"max(atol, rtol × |logit|) (default {DEFAULT_ATOL:g})")
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
                         help=f"verification: relative logit tolerance (default {DEFAULT_RTOL:g})")
-    parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="load a checkpoint with NaN/Inf weights (refused by default; its "
-                             "verification still fails unless --no-verify)")
+    common.add_allow_nonfinite(parser, help="load a checkpoint with NaN/Inf weights (refused by "
+                               "default; its verification still fails unless --no-verify)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,10 +84,7 @@ def run(args: argparse.Namespace) -> int:
         folder_jobs(args.input, args.out, args.show_dir)  # bad outputs fail before the load
     else:
         overlay_path = _check_single(args)
-    options = common.runner_options(args)
-    if args.allow_nonfinite:
-        options["allow_nonfinite"] = True
-    with Segmenter(args.model, **options) as segmenter:
+    with Segmenter(args.model, **common.runner_options(args)) as segmenter:
         if folder:
             summary = predict_folder(segmenter, args.input, args.out, args.show_dir, args.tta,
                                      progress=not args.no_progress)

@@ -40,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise CCNetError(f"--alpha must be in [0, 1], got {args.alpha}")
     options = common.runner_options(args)
-    if args.allow_nonfinite:
-        options["allow_nonfinite"] = True
     summary = segment_video(args.model, args.input, args.output, args.labels_dir,
                             args.max_frames, args.show_fps, args.queue_size, args.alpha,
                             args.backend, progress=not args.no_progress, strict=args.strict,
