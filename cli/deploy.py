@@ -13,6 +13,7 @@ DESCRIPTION = ("Deploy a CCNet in one go: checkpoint → ONNX → FP16 / INT8 �
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from calib.options import METHODS
     from ccnet.datasets import DATASET_KINDS
 
     common.add_model(parser, help="checkpoint (.pth), zoo or built-in name, or URL")
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--calib-images)")
     parser.add_argument("--calib-images", metavar="DIR",
                         help="INT8 calibration images; also the parity images when no --data")
-    parser.add_argument("--calib-method", choices=["entropy", "percentile", "minmax"],
+    parser.add_argument("--calib-method", choices=METHODS,
                         help="INT8 range calibration (default entropy)")
     parser.add_argument("--num-calib-images", type=common.positive_int,
                         help="calibrate on the first N images (default: calibrate's default)")

@@ -23,8 +23,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from ccnet.errors import CCNetError, first_line
 from ccnet.files import file_sha256 as file_digest, require_folder, write_json
 from ccnet.images import iter_images
+from ccnet.meta import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 STATE_FILE = "deploy_state.json"
 # Parity on unlabelled calibration images: PyTorch runs on each, so only the first few.
 DEFAULT_AGREEMENT_IMAGES = 20
