@@ -15,6 +15,7 @@ from .errors import CCNetError
 from .images import load_image
 from .meta import IGNORE_INDEX
 from .metrics import IoUAccumulator
+from .progress import progress_bar
 
 SegmentFn = Callable[[np.ndarray], object]
 
@@ -38,7 +39,7 @@ def evaluate(segmenters: Mapping[str, SegmentFn], dataset: Iterable[Tuple[str, n
     accumulators = {name: IoUAccumulator(num_classes, ignore_index) for name in segmenters}
     agree = {name: 0 for name in segmenters}
     pixels = 0
-    bar = _progress(dataset, progress)
+    bar = progress_bar(dataset, desc="eval", unit="img", enabled=progress, leave=False)
     try:
         for image_path, label in (bar if bar is not None else dataset):
             image = load_image(image_path)
@@ -73,9 +74,3 @@ def evaluate_one(segment_fn: SegmentFn, dataset, num_classes: int,
     """:func:`evaluate` for a single segmenter: its metrics dict."""
     return evaluate({"model": segment_fn}, dataset, num_classes, ignore_index,
                     progress=progress)["model"]
-
-
-def _progress(dataset, enabled: bool):
-    from .progress import progress_bar
-
-    return progress_bar(dataset, desc="eval", unit="img", enabled=enabled, leave=False)

@@ -30,6 +30,7 @@ from .meta import IGNORE_INDEX
 from .model import CCNet
 from .images import load_image
 from .processing import normalize, rescale_size
+from .progress import progress_bar
 from .zoo import ModelConfig, get_config
 
 AUX_WEIGHT = 0.4
@@ -180,7 +181,7 @@ def train(config_or_ckpt: Union[str, ModelConfig], data_dir: str, out: str, iter
     optimizer = torch.optim.SGD(_param_groups(model, weight_decay), lr=lr, momentum=MOMENTUM)
     model.train()
     history: List[dict] = []
-    bar = _progress(iters, progress)
+    bar = progress_bar(total=iters, desc="train", unit="it", enabled=progress)
     start = time.perf_counter()
     for it in range(iters):
         step_lr = poly_lr(lr, it, iters)
@@ -221,9 +222,3 @@ def evaluate_folder(model: CCNet, data_dir: str, max_images: Optional[int] = Non
     dataset = open_dataset(data_dir, "folder").head(max_images)
     return evaluate_one(lambda image: predict(model, image), dataset, model.meta.num_classes,
                         model.meta.ignore_index, progress=False)
-
-
-def _progress(total: int, enabled: bool):
-    from .progress import progress_bar
-
-    return progress_bar(total=total, desc="train", unit="it", enabled=enabled)

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from ccnet.errors import CCNetError
-from ccnet.files import check_output_file
+from ccnet.files import check_output_file, check_output_folder
 
 from . import args as common
 from .app import entry_point
@@ -58,8 +58,8 @@ def _check_single(args: argparse.Namespace) -> Optional[str]:
                           what="overlay" if args.overlay else "label map")
     if args.save_logits:
         check_output_file(args.save_logits, (".npy",), what="--save-logits")
-    if args.show_dir and os.path.isfile(args.show_dir):
-        raise CCNetError(f"--show-dir {args.show_dir} is a file: give a folder")
+    if args.show_dir:
+        check_output_folder(args.show_dir, "--show-dir")
     overlay_path = None if not args.show_dir else os.path.join(
         args.show_dir, os.path.splitext(os.path.basename(args.input))[0] + ".png")
     paths = [os.path.abspath(p) for p in (args.input, args.out, args.save_logits, overlay_path)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 
 from ccnet.errors import CCNetError
 
@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     ms = summary["ms_per_frame"]
     if summary["corrupt"]:
         expected = summary["frame_count"]
-        print(f"warning: {summary['corrupt']} of {expected} frames could not be decoded "
-              "(corrupt or truncated video); their labels are missing", file=sys.stderr)
+        logging.getLogger("cli").warning(
+            f"{summary['corrupt']} of {expected} frames could not be decoded (corrupt or "
+            "truncated video); their labels are missing")
     print(f"{summary['frames']} frames ({summary['skipped']} skipped, "
           f"{summary['corrupt']} corrupt) in "
           f"{summary['seconds']:.2f} s: {summary['fps']:.2f} FPS on {summary['backend']} "

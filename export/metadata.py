@@ -10,8 +10,8 @@ is written (export, FP16, INT8), so tools that change a model and rewrite its me
 valid; editing the metadata by other means makes the file fail the check.  Checking costs one
 parse of the file with ``onnx`` plus one serialization and hash of its content: 2.0 s for a
 188 MB file (R50-D8 FP32 size) on our shared 2-core machine, 1.4 s of it the parse; runners
-can skip it (``OrtRunner(check_checksum=False)``).  Files without a checksum (written before it
-existed) are not checked.
+can skip it (``OrtRunner(check_checksum=False)``).  Files without a checksum (older exports, other
+tools) are not checked.
 """
 from __future__ import annotations
 
