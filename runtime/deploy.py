@@ -12,6 +12,7 @@ reruns that step and every step that reads its output.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -73,6 +74,19 @@ def parse_precisions(text: Optional[str], calib_images: Optional[str]) -> Tuple[
 
 
 # ----------------------------------------------------------------------------- digests
+def _digest(path: str) -> str:
+    """sha256 of a file, memoised per (path, inode, size, modification time): one deploy hashes
+    the same checkpoint, ONNX and engine files in several steps.  Atomic writes replace the
+    inode, so a rewritten file is hashed again."""
+    st = os.stat(path)
+    return _digest_of(os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
 def files_digest(paths: Sequence[str], root: str) -> str:
     """Digest of a set of files by relative name, size and modification time (a dataset is too
     large to read on every run; any copy, edit or replacement changes these)."""
@@ -105,7 +119,7 @@ class StepRunner:
     def up_to_date(self, name: str, inputs: dict, outputs: Sequence[str]) -> bool:
         record = self.steps.get(name)
         return bool(record) and record["inputs_digest"] == _inputs_digest(inputs) and all(
-            os.path.isfile(p) and record["outputs"].get(p) == file_digest(p) for p in outputs)
+            os.path.isfile(p) and record["outputs"].get(p) == _digest(p) for p in outputs)
 
     def run(self, name: str, inputs: dict, outputs: Sequence[str], work: Callable[[], dict]):
         """``work()`` (returning a JSON-able result) unless the step is up to date."""
@@ -119,7 +133,7 @@ class StepRunner:
         result = work()
         self.steps[name] = {
             "inputs": inputs, "inputs_digest": _inputs_digest(inputs),
-            "outputs": {p: file_digest(p) for p in outputs}, "result": result,
+            "outputs": {p: _digest(p) for p in outputs}, "result": result,
             "seconds": round(time.perf_counter() - start, 2), "skipped": False}
         write_json(self.state_path, {"steps": self.steps})
         logger.info("%s: done in %.1f s", name, self.steps[name]["seconds"])
@@ -165,7 +179,7 @@ def deploy(plan: DeployPlan) -> dict:
     checkpoint, _ = resolve_checkpoint(plan.model)
     os.makedirs(plan.out_dir, exist_ok=True)
     steps = StepRunner(plan.path(STATE_FILE))
-    models = _make_onnx(plan, steps, {"model": plan.model, "checkpoint": file_digest(checkpoint),
+    models = _make_onnx(plan, steps, {"model": plan.model, "checkpoint": _digest(checkpoint),
                                       "config": plan.config})
     notes: List[str] = []
     engines = build_engines(plan, steps, models, notes) if plan.engine else {}
@@ -194,11 +208,11 @@ def _make_onnx(plan: DeployPlan, steps: StepRunner, source: dict) -> Dict[str, s
     steps.run("export fp32 onnx", dict(source, opset=DEFAULT_OPSET), [models["fp32"]],
               lambda: _summary(export_onnx(plan.model, models["fp32"], config=plan.config,
                                            verify_image=photo, log=log)))
-    fp32 = {"onnx": file_digest(models["fp32"])}
+    fp32 = {"onnx": _digest(models["fp32"])}
     if "fp16" in plan.precisions:
         models["fp16"] = plan.path("model_fp16.onnx")
         # The probe photo decides which layers overflow FP16 and stay FP32.
-        probe = dict(fp32, photo=file_digest(photo) if photo else None)
+        probe = dict(fp32, photo=_digest(photo) if photo else None)
         steps.run("fp16 onnx", probe, [models["fp16"]], lambda: _summary(convert_to_fp16(
             models["fp32"], models["fp16"], verify_image=photo, log=log)))
     if "int8" in plan.precisions:
@@ -253,7 +267,7 @@ def build_engines(plan: DeployPlan, steps: StepRunner, models: Dict[str, str],
     engines = {}
     for precision in plan.precisions:
         onnx_path, engine = models[precision], plan.path(f"model_{precision}.engine")
-        inputs = {"onnx": file_digest(onnx_path), "shapes": shapes, "plugins": plan.plugins,
+        inputs = {"onnx": _digest(onnx_path), "shapes": shapes, "plugins": plan.plugins,
                   "tensorrt": trt.__version__}
         steps.run(f"{precision} engine", inputs, [engine, engine + ".json"],
                   lambda: _engine_summary(build_engine(
@@ -274,7 +288,7 @@ def _files(plan: DeployPlan, models: Dict[str, str], engines: Dict[str, str]) ->
     if "int8" in models:
         paths.append(plan.path("calibration_cache.json"))
     return [{"file": os.path.relpath(p, plan.out_dir), "bytes": os.path.getsize(p),
-             "sha256": file_digest(p)} for p in paths if os.path.isfile(p)]
+             "sha256": _digest(p)} for p in paths if os.path.isfile(p)]
 
 
 # ----------------------------------------------------------------------------- parity
@@ -282,8 +296,8 @@ def _parity(plan: DeployPlan, steps: StepRunner, checkpoint: str,
             compared: List[Tuple[str, str]], notes: List[str]) -> Optional[dict]:
     """Labelled parity (mIoU, ΔmIoU, agreement) on --data, else agreement with PyTorch on the
     calibration images, else a note."""
-    inputs = {"checkpoint": file_digest(checkpoint), "config": plan.config,
-              "models": {name: file_digest(path) for name, path in compared},
+    inputs = {"checkpoint": _digest(checkpoint), "config": plan.config,
+              "models": {name: _digest(path) for name, path in compared},
               "max_images": plan.max_images}
     if plan.data:
         from ccnet.datasets import open_dataset
@@ -381,7 +395,7 @@ def _latency(plan: DeployPlan, steps: StepRunner, compared: List[Tuple[str, str]
     paths = sample_images(plan)[:LATENCY_IMAGES]
     if not paths:
         return []
-    inputs = {"models": {n: file_digest(p) for n, p in compared},
+    inputs = {"models": {n: _digest(p) for n, p in compared},
               "images": files_digest(paths, os.path.commonpath(paths))}
 
     def measure() -> List[dict]:
