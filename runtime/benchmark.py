@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 
 from ccnet.errors import CCNetError
-from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.meta import ModelMeta
 from ccnet.processing import rescale_size
 
@@ -61,21 +60,17 @@ def network_input_shape(meta: ModelMeta, width: int, height: int, batch: int) ->
 def check_engine_profile(info, sizes: Sequence[Tuple[int, int]], batch: int) -> None:
     """Every size's network input (and output size, for a label head) inside the engine's
     profile, from its side file alone: one-line errors before TensorRT is loaded."""
-    import dataclasses
-
-    from .engine_info import find_profile
+    from .engine_info import find_label_head_profile, find_profile
 
     meta = info.model_meta()
     if meta is None:
         return
-    head = any(LABEL_HEAD_INPUT in p for p in info.profiles)
     for width, height in sizes:
         shape = network_input_shape(meta, width, height, batch)
         try:
             find_profile(shape, info)
-            if head:
-                find_profile(label_head_feed((height, width)).shape,
-                             dataclasses.replace(info, input_name=LABEL_HEAD_INPUT))
+            if info.label_head:
+                find_label_head_profile((height, width), info)
         except CCNetError as e:
             raise CCNetError(f"size {width}x{height}, batch {batch}: {e}") from None
 

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ccnet.errors import CCNetError
 from ccnet.files import atomic_write, file_sha256
+from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.meta import ModelMeta
 
 FORMAT = "ccnet-engine-info/1"
@@ -40,6 +41,12 @@ class EngineInfo:
     onnx: Optional[str] = None
     engine_sha256: Optional[str] = None  # of the engine file, checked before deserialising
     format: str = FORMAT
+
+    @property
+    def label_head(self) -> bool:
+        """Whether the engine ends in the label head: profiles cover every network input, so
+        one for the head's output-size input tells it."""
+        return any(LABEL_HEAD_INPUT in p for p in self.profiles)
 
     def model_meta(self) -> Optional[ModelMeta]:
         return ModelMeta.from_dict(self.meta) if self.meta else None
@@ -217,3 +224,9 @@ def find_profile(shape: Sequence[int], info: EngineInfo) -> int:
         f"input shape {format_shape(shape)} is outside the engine's profile for {name!r} "
         f"(min .. max: {'; '.join(ranges)}): rebuild with --minShapes/--maxShapes covering it, "
         "or use an image size the profile covers")
+
+
+def find_label_head_profile(size: Sequence[int], info: EngineInfo) -> int:
+    """``find_profile`` for the label head's output-size input at an H×W output ``size``."""
+    return find_profile(label_head_feed(size).shape,
+                        dataclasses.replace(info, input_name=LABEL_HEAD_INPUT))

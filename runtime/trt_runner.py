@@ -1,7 +1,6 @@
 """Run a TensorRT engine behind the runner interface (``TrtRunner``)."""
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Optional
 
@@ -11,7 +10,7 @@ from ccnet.errors import CCNetError
 from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.runner import Runner
 
-from .engine_info import find_profile
+from .engine_info import find_label_head_profile, find_profile
 from .trt_common import import_tensorrt
 from .trt_cuda import CudaGraph, PinnedArray, copy_async, new_stream, synchronize
 from .trt_engine import deserialize_engine, engine_runtime
@@ -51,8 +50,7 @@ class TrtRunner(Runner):
         except BaseException:
             self._free_stream()
             raise
-        # Profiles cover every network input, so the side file tells a label-head engine.
-        self.label_head = any(LABEL_HEAD_INPUT in p for p in self.info.profiles)
+        self.label_head = self.info.label_head
         super().__init__(self.info.model_meta(),
                          "label_map" if self.label_head else self.info.output_kind)
         self.input_name, self.output_name = self.info.input_name, self.info.output_name
@@ -90,8 +88,7 @@ class TrtRunner(Runner):
             # An empty tensor still needs a (1-byte) buffer bound; TensorRT reads its shape only.
             size_shape = label_head_feed(size).shape
             if not self.context.set_input_shape(LABEL_HEAD_INPUT, size_shape):
-                sizes = dataclasses.replace(self.info, input_name=LABEL_HEAD_INPUT)
-                find_profile(size_shape, sizes)  # one-line error giving the range
+                find_label_head_profile(size, self.info)  # one-line error giving the range
                 raise CCNetError(f"TensorRT rejected output size {size} for {self.path}")
             tensors.append((LABEL_HEAD_INPUT, size_shape, np.float32))
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
