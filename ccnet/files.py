@@ -91,6 +91,14 @@ def _check_creatable(directory: str, path: str) -> None:
         raise CCNetError(f"cannot write {path}: folder {existing} is not writable")
 
 
+def is_inside(path: str, folder: Optional[str]) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it, links resolved (no folder: False)."""
+    if not folder:
+        return False
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
+
+
 def file_sha256(path: str) -> str:
     """SHA-256 hex digest of a file, read in 1 MiB chunks (~0.1 s per 100 MB)."""
     digest = hashlib.sha256()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence
 
 from ccnet.errors import CCNetError
+from ccnet.files import is_inside
 from ccnet.images import IMAGE_EXTS, is_image_file
 
 # Containers OpenCV's FFmpeg backend decodes; frames come out exactly as cv2.VideoCapture reads
@@ -57,17 +58,10 @@ def is_glob(text: str) -> bool:
     return any(c in text for c in GLOB_CHARS)
 
 
-def _inside(path: str, folder: Optional[str]) -> bool:
-    if folder is None:
-        return False
-    path = os.path.realpath(path)
-    return path == folder or path.startswith(folder + os.sep)
-
-
 def _walk(folder: str, exclude: Optional[str]) -> Iterable[str]:
     """Image and video files under ``folder`` (recursive, sorted), never inside ``exclude``."""
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _inside(os.path.join(root, d), exclude))
+        dirs[:] = sorted(d for d in dirs if not is_inside(os.path.join(root, d), exclude))
         for name in sorted(files):
             if is_image_file(name) or is_video_file(name):
                 yield os.path.join(root, name)
@@ -134,12 +128,12 @@ def expand_source(source: str, exclude: Optional[str] = None) -> SourcePlan:
         root = os.path.dirname(os.path.abspath(source))
         paths = [source]
     elif os.path.isfile(source):
-        paths = [p for p in _read_list(source) if not _inside(p, exclude)]
+        paths = [p for p in _read_list(source) if not is_inside(p, exclude)]
         root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
     elif is_glob(source):
         root = _glob_root(source)
         paths = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p)
-                 and (is_image_file(p) or is_video_file(p)) and not _inside(p, exclude)]
+                 and (is_image_file(p) or is_video_file(p)) and not is_inside(p, exclude)]
     else:
         raise CCNetError(f"input not found: {source} (give a folder, a glob such as "
                          "'photos/**/*.jpg', a text file listing paths, or an image/video file)")

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ccnet.errors import CCNetError
-from ccnet.files import commit_together, require_folder, save_image
+from ccnet.files import commit_together, is_inside, require_folder, save_image
 from ccnet.images import IMAGE_EXTS, iter_images, load_image
 from ccnet.labels import as_png_labels
 from ccnet.processing import Prediction
@@ -66,11 +66,6 @@ def _segment_to_files(segmenter: Segmenter, image: np.ndarray, out_path: Optiona
     return prediction
 
 
-def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder + os.sep)
-
-
 def folder_jobs(input_dir: str, out_dir: Optional[str] = None,
                 show_dir: Optional[str] = None) -> List[Tuple[str, Optional[str], Optional[str]]]:
     """(image, label PNG, overlay PNG) for every image under ``input_dir``: outputs keep the
@@ -84,7 +79,7 @@ def folder_jobs(input_dir: str, out_dir: Optional[str] = None,
     for flag, folder in (("--out", out_dir), ("--show-dir", show_dir)):
         if folder and os.path.isfile(folder):
             raise CCNetError(f"{flag} {folder} is a file: give a folder for a folder of images")
-        if folder and _inside(folder, input_dir):
+        if folder and is_inside(folder, input_dir):
             raise CCNetError(f"{flag} {folder} is inside the input folder {input_dir}: choose a "
                              "folder outside it")
     images = list(iter_images(input_dir))
