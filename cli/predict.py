@@ -81,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
             if value:
                 raise CCNetError(f"{flag} is for one image: for a folder use --out DIR for label "
                                  "maps and --show-dir DIR for overlays")
-        folder_jobs(args.input, args.out, args.show_dir)  # bad outputs fail before the load
+        jobs = folder_jobs(args.input, args.out, args.show_dir)  # bad outputs fail before the load
     else:
         overlay_path = _check_single(args)
     with Segmenter(args.model, **common.runner_options(args)) as segmenter:
         if folder:
             summary = predict_folder(segmenter, args.input, args.out, args.show_dir, args.tta,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, jobs=jobs)
             where = " and ".join(p for p in (args.out, args.show_dir) if p)
             print(f"wrote {summary['written']} image(s) to {where} in "
                   f"{summary['seconds']:.1f} s ({len(summary['skipped'])} unreadable skipped)")

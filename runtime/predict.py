@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,8 +66,11 @@ def _segment_to_files(segmenter: Segmenter, image: np.ndarray, out_path: Optiona
     return prediction
 
 
+Job = Tuple[str, Optional[str], Optional[str]]  # image, label PNG, overlay PNG
+
+
 def folder_jobs(input_dir: str, out_dir: Optional[str] = None,
-                show_dir: Optional[str] = None) -> List[Tuple[str, Optional[str], Optional[str]]]:
+                show_dir: Optional[str] = None) -> List[Job]:
     """(image, label PNG, overlay PNG) for every image under ``input_dir``: outputs keep the
     image's sub-folder and stem (``a/b.jpg`` → ``OUT/a/b.png``).  Refuses output folders inside
     the input folder (a later run would take the PNGs for input) and two images that would
@@ -98,11 +101,13 @@ def folder_jobs(input_dir: str, out_dir: Optional[str] = None,
 
 def predict_folder(segmenter: Segmenter, input_dir: str, out_dir: Optional[str] = None,
                    show_dir: Optional[str] = None, tta: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, jobs: Optional[Sequence[Job]] = None) -> dict:
     """Segment every image under ``input_dir`` into label PNGs under ``out_dir`` and/or overlays
-    under ``show_dir`` (see :func:`folder_jobs`).  An unreadable image is skipped with a
-    warning; none readable is an error.  Returns {images, written, skipped, seconds}."""
-    jobs = folder_jobs(input_dir, out_dir, show_dir)
+    under ``show_dir`` (see :func:`folder_jobs`; ``jobs``: its result when the caller already
+    has it, so the folder is walked once).  An unreadable image is skipped with a warning; none
+    readable is an error.  Returns {images, written, skipped, seconds}."""
+    if jobs is None:
+        jobs = folder_jobs(input_dir, out_dir, show_dir)
     start, written, skipped = time.perf_counter(), 0, []
     bar = progress_bar(jobs, desc="predict", unit="img", enabled=progress)
     for path, label_path, overlay_path in (bar if bar is not None else jobs):
