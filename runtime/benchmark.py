@@ -282,7 +282,7 @@ def benchmark(model: str, sizes=DEFAULT_SIZES, batch: int = 1, warmup: int = 2, 
         "load_seconds": round(load_seconds, 3), "results": results,
         "peak_rss_mb_process": round(max([load_peak] + [r["peak_rss_mb"] for r in results]), 1),
         "machine": machine_info(), "versions": library_versions(),
-        "load": {"other_processes_cpu_share": share.others(), "loadavg": list(os.getloadavg())},
+        "load": {"other_processes_cpu_share": share.others()},
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
 

@@ -3,12 +3,11 @@ reads: files, steps, parity, latency, notes)."""
 from __future__ import annotations
 
 import os
-import platform
 from typing import List, Optional
 
 from ccnet.files import atomic_write, write_json
 
-from .machine import library_versions
+from .machine import library_versions, machine_info
 
 
 def _num(x, signed: bool = False) -> str:
@@ -50,9 +49,10 @@ def format_markdown(report: dict) -> str:
               f"{s['seconds']:.1f} |" for s in report["steps"]]
     lines += ["", "## Parity", ""] + _parity_lines(report["parity"])
     if report["latency"]:
+        machine = report["machine"]
         lines += ["", "## Latency", "",
                   f"Mean per image incl. pre/post-processing, this machine "
-                  f"({platform.machine()}, {os.cpu_count()} CPUs):", "",
+                  f"({machine['arch']}, {machine['cpu_count']} CPUs):", "",
                   "| model | backend | ms / image |", "|---|---|---:|"]
         lines += [f"| {r['model']} | {r.get('backend', '-')} | "
                   f"{r['ms_per_image'] if 'ms_per_image' in r else r['error']} |"
@@ -65,7 +65,9 @@ def format_markdown(report: dict) -> str:
 
 
 def write_reports(out_dir: str, report: dict) -> None:
-    """``report.json`` and ``report.md`` in ``out_dir`` (``report`` gains ``versions``)."""
+    """``report.json`` and ``report.md`` in ``out_dir`` (``report`` gains ``machine`` and
+    ``versions``)."""
+    report["machine"] = machine_info()
     report["versions"] = library_versions()
     write_json(os.path.join(out_dir, "report.json"), report)
     atomic_write(os.path.join(out_dir, "report.md"), format_markdown(report).encode("utf-8"))

@@ -45,10 +45,12 @@ def _cpuinfo() -> Dict[str, str]:
 
 
 def machine_info() -> dict:
-    """CPU model, core counts, INT8 dot-product support, platform and load average."""
+    """CPU model, core counts, INT8 dot-product support, platform, architecture and load
+    average."""
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
     info = {"hostname": platform.node(), "platform": platform.platform(),
+            "arch": platform.machine(),
             "cpu": cpu.get("model name") or platform.processor() or "unknown",
             "cpu_count": os.cpu_count(),
             "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
