@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict
 
 # Packages that decide speed or results, looked up without importing them.
 PACKAGES = ("ccnet-deploy", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
@@ -18,10 +18,10 @@ PACKAGES = ("ccnet-deploy", "numpy", "opencv-python-headless", "opencv-python", 
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def library_versions(packages: Sequence[str] = PACKAGES) -> Dict[str, str]:
-    """Installed versions of ``packages`` (absent ones are left out) and Python's."""
+def library_versions() -> Dict[str, str]:
+    """Installed versions of ``PACKAGES`` (absent ones are left out) and Python's."""
     versions = {"python": platform.python_version()}
-    for name in packages:
+    for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
