@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ccnet.evaluation import evaluate_one
     from ccnet.files import write_json
     from ccnet.metrics import format_table, result_to_json
-    from runtime.benchmark import Timed
+    from runtime.machine import Timed
     from runtime.segmenter import Segmenter
 
     if args.json:

@@ -141,27 +141,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class Timed:
-    """A callable that keeps the wall time of its calls (the ms/image of eval and parity)."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
-            self.calls += 1
-
-    @property
-    def ms_per_call(self) -> float:
-        return 1e3 * self.seconds / self.calls if self.calls else float("nan")
-
-
 # ----------------------------------------------------------------------------- measuring
 def bench_image(width: int, height: int, image=None) -> np.ndarray:
     """The picture benchmarked at width×height: the caller's photo (a path or a BGR array),

@@ -1,6 +1,7 @@
-"""The facts recorded beside every measurement: the machine, the library versions, and a
-median-of-repeats timer.  Used by ``ccnet bench``, ``ccnet deploy``'s report and the scripts in
-``bench/``, so every result file describes its machine the same way.  Torch-free."""
+"""The facts recorded beside every measurement: the machine, the library versions, a
+median-of-repeats timer and a callable that keeps its wall time (``Timed``).  Used by ``ccnet
+bench``, ``ccnet eval``, parity, ``ccnet deploy``'s report and the scripts in ``bench/``, so
+every result file describes its machine the same way.  Torch-free."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -71,3 +72,24 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+class Timed:
+    """A callable that keeps the wall time of its calls (the ms/image of eval and parity)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+    @property
+    def ms_per_call(self) -> float:
+        return 1e3 * self.seconds / self.calls if self.calls else float("nan")

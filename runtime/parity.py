@@ -19,7 +19,7 @@ import numpy as np
 from ccnet.errors import CCNetError
 from ccnet.files import atomic_output, write_json as _write_json
 
-from .benchmark import Timed
+from .machine import Timed
 
 
 def _pct(x) -> Optional[float]:

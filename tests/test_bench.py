@@ -115,7 +115,7 @@ def test_fixed_shape_file_refuses_other_batches(tiny_onnx):
 
 def test_timed_and_ms_per_image_columns(tiny_ckpt, tiny_onnx, shared_data, capsys):
     from cli.eval import main as eval_main
-    from runtime.benchmark import Timed
+    from runtime.machine import Timed
     from runtime.parity import format_report, parity_report
 
     timed = Timed(lambda x: np.sqrt(x))
