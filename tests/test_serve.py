@@ -97,6 +97,15 @@ def test_request_images_checks_each_input():
         assert reason in str(info.value) and "\n" not in str(info.value)
 
 
+def test_an_image_over_the_pixel_limit_is_a_bad_request(monkeypatch):
+    from ccnet.meta import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_image_pixels", 6 * 8 - 1)  # within max_side, one pixel over
+    with pytest.raises(BadRequest, match=r"^image is 8x6 = 48 pixels") as info:
+        request_images(np.zeros((6, 8, 3), np.uint8), None, batched=False, max_side=16)
+    assert "\n" not in str(info.value)
+
+
 def test_model_callable_names_the_bad_request_of_a_batch(segmenter):
     from pytriton.proxy.types import Request
 
