@@ -185,6 +185,10 @@ class SegmentWorker:
             self.segmenter.close()
             raise CCNetError(f"{model} on {socket.gethostname()} carries other metadata than on "
                              "the node that planned the job: give every node the same file")
+        if keep_logits and self.segmenter.label_head:
+            self.segmenter.close()
+            raise CCNetError(f"{model} returns label maps (label head), not logits: run without "
+                             "--logits, or export without --label-head for logits")
         if self.segmenter.backend == "pytorch" and torch_threads:
             import torch  # only this backend: workers share the node's cores
 

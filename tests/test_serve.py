@@ -135,6 +135,19 @@ def test_model_callable_without_batch_dimension_returns_logits_on_request(segmen
     assert set(both[1]) == {"labels"}
 
 
+def test_logits_from_a_label_head_model_are_refused_before_triton_starts(demo_onnx,
+                                                                         tmp_path_factory):
+    from ccnet.errors import CCNetError
+    from runtime.serving import SegmentationServer, ServeOptions
+
+    head = export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo-head.onnx",
+                            label_head=True)
+    server = SegmentationServer(head, ServeOptions(logits=True), device="cpu")
+    with pytest.raises(CCNetError, match=r"label head.*without --logits") as info:
+        server._load_segmenters()
+    assert "\n" not in str(info.value) and server.segmenters == []
+
+
 def test_libpython_folder_goes_first_and_is_restored():
     import sysconfig
 
