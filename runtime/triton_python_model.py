@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccnet.errors import CCNetError, first_line
 from ccnet.meta import ModelMeta
 from ccnet.processing import segment_labels
 
@@ -34,11 +33,7 @@ class TritonPythonModel(CheckedRequestsModel):
         """N×3×h×w normalized batch → N×C×h×w logits from the network model (BLS)."""
         pb = self.pb
         tensor = pb.Tensor(self.network_input, np.ascontiguousarray(batch, self.input_type))
-        response = pb.InferenceRequest(model_name=self.network, inputs=[tensor],
-                                       requested_output_names=[self.network_output]).exec()
-        if response.has_error():
-            raise CCNetError(f"network model {self.network!r} failed: "
-                             f"{first_line(Exception(response.error().message()))}")
+        response = self.call(self.network, [tensor], [self.network_output], "network model")
         logits = pb.get_output_tensor_by_name(response, self.network_output)
         return logits.as_numpy().astype(np.float32, copy=False)
 
