@@ -8,9 +8,7 @@ with it are answered.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .serving_contract import IMAGE, LABELS
+from .serving_contract import IMAGE, LABELS, stack_outputs
 from .triton_checked_model import CheckedRequestsModel
 
 
@@ -21,6 +19,6 @@ class TritonPythonModel(CheckedRequestsModel):
         self.segmenter = self.params["segmenter_model"]
 
     def answer(self, request, images):
-        pixels = np.stack(images) if self.batched else images[0]
+        pixels = stack_outputs(images, self.batched)
         wanted = list(request.requested_output_names()) or [LABELS]
         return self.call(self.segmenter, [self.pb.Tensor(IMAGE, pixels)], wanted).output_tensors()
