@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ccnet.meta import ModelMeta
-from ccnet.processing import segment_labels
+from ccnet.processing import Preprocessor, segment_labels
 
 from .serving_contract import LABELS, as_labels, stack_outputs
 from .triton_checked_model import CheckedRequestsModel
@@ -24,6 +24,8 @@ class TritonPythonModel(CheckedRequestsModel):
     def setup(self) -> None:
         params = self.params
         self.meta = ModelMeta.from_json(params["ccnet_meta"])
+        # One per model instance: Triton runs an instance's execute() calls one at a time.
+        self.preprocessor = Preprocessor(self.meta)
         self.network = params["network_model"]
         self.network_input = params["network_input"]
         self.network_output = params["network_output"]
@@ -38,6 +40,6 @@ class TritonPythonModel(CheckedRequestsModel):
         return logits.as_numpy().astype(np.float32, copy=False)
 
     def answer(self, request, images):
-        labels = [as_labels(segment_labels(image, self.meta, self.network_pass),
+        labels = [as_labels(segment_labels(image, self.meta, self.network_pass, self.preprocessor),
                             self.meta.num_classes) for image in images]
         return [self.pb.Tensor(LABELS, stack_outputs(labels, self.batched))]
