@@ -40,7 +40,7 @@ from ccnet.labels import label_dtype
 
 from .segmenter import Segmenter
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
-                               BadRequest, as_labels, request_images, stack_outputs)
+                               BadRequest, request_images, stack_outputs)
 
 FRONT_MODULE = "runtime.serving_front"
 PYTRITON_HINT = "pip install 'ccnet-deploy[serve]' (nvidia-pytriton and tritonclient)"
@@ -118,14 +118,13 @@ class SegmentationModel:
         return images
 
     def _answer(self, images: List[np.ndarray], want_logits: bool) -> Dict[str, np.ndarray]:
-        num_classes = self.segmenter.meta.num_classes
+        # Segmenter label maps are already in the served dtype (ccnet.labels.label_dtype).
         batched = self.options.batched
         if not want_logits:  # the fast path: no full-size logits are ever built
             labels = [self.segmenter.segment(image) for image in images]
-            return {LABELS: stack_outputs([as_labels(x, num_classes) for x in labels], batched)}
+            return {LABELS: stack_outputs(labels, batched)}
         predictions = [self.segmenter.predict(image) for image in images]
-        return {LABELS: stack_outputs([as_labels(p.labels, num_classes) for p in predictions],
-                                      batched),
+        return {LABELS: stack_outputs([p.labels for p in predictions], batched),
                 LOGITS: stack_outputs([p.logits.astype(np.float32, copy=False)
                                        for p in predictions], batched)}
 

@@ -43,11 +43,6 @@ def labels_type_name(num_classes: int) -> str:
     return "UINT8" if label_dtype(num_classes) == np.uint8 else "INT32"
 
 
-def as_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """A label map in the served dtype."""
-    return np.asarray(labels).astype(label_dtype(num_classes), copy=False)
-
-
 def check_image_size(image: np.ndarray, max_side: int) -> np.ndarray:
     """Refuse an empty image, one with a side above ``max_side``, or one the segmenter refuses
     (``ccnet.images.check_image``: above the pixel limit), before it can fail a whole batch."""

@@ -12,7 +12,7 @@ import numpy as np
 from ccnet.meta import ModelMeta
 from ccnet.processing import Preprocessor, segment_labels
 
-from .serving_contract import LABELS, as_labels, stack_outputs
+from .serving_contract import LABELS, stack_outputs
 from .triton_checked_model import CheckedRequestsModel
 
 NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
@@ -40,6 +40,7 @@ class TritonPythonModel(CheckedRequestsModel):
         return logits.as_numpy().astype(np.float32, copy=False)
 
     def answer(self, request, images):
-        labels = [as_labels(segment_labels(image, self.meta, self.network_pass, self.preprocessor),
-                            self.meta.num_classes) for image in images]
+        # segment_labels returns ccnet.labels.label_dtype(num_classes), the served dtype.
+        labels = [segment_labels(image, self.meta, self.network_pass, self.preprocessor)
+                  for image in images]
         return [self.pb.Tensor(LABELS, stack_outputs(labels, self.batched))]
