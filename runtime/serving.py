@@ -151,21 +151,16 @@ def warm_up(segmenter: Segmenter) -> None:
 def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str:
     """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``;
     returns its folder."""
-    from .triton_repo import python_model_config, python_model_source, render_config
+    from .triton_repo import python_model_config, render_config, write_python_model
 
     config = python_model_config(
         options.name, num_classes, options.max_batch_size, options.instances,
         {"segmenter_model": options.segmenter_name,
          "max_image_side": str(options.max_image_side)}, logits=options.logits,
         batch_delay_us=options.batch_delay_us)
-    folder = os.path.join(repo, options.name)
-    os.makedirs(os.path.join(folder, "1"))
-    with open(os.path.join(folder, "config.pbtxt"), "w", encoding="utf-8") as f:
-        f.write(render_config(config, (f"ccnet serve: checks requests, forwards them to "
-                                       f"{options.segmenter_name}",)))
-    with open(os.path.join(folder, "1", "model.py"), "w", encoding="utf-8") as f:
-        f.write(python_model_source(FRONT_MODULE))
-    return folder
+    text = render_config(config, (f"ccnet serve: checks requests, forwards them to "
+                                  f"{options.segmenter_name}",))
+    return write_python_model(os.path.join(repo, options.name), text, FRONT_MODULE)
 
 
 def check_port_free(address: str, port: int, flag: str) -> None:

@@ -152,20 +152,30 @@ def python_model_source(module: str = PYTHON_MODEL_MODULE) -> str:
             f"from {module} import TritonPythonModel  # noqa: F401\n")
 
 
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_python_model(folder: str, config_text: str, module: str = PYTHON_MODEL_MODULE) -> str:
+    """Write the Python-backend model ``folder`` (a new folder): its ``config.pbtxt`` and the
+    ``1/model.py`` whose code is ``module``; returns ``folder``."""
+    os.makedirs(os.path.join(folder, "1"))
+    _write_text(os.path.join(folder, "config.pbtxt"), config_text)
+    _write_text(os.path.join(folder, "1", "model.py"), python_model_source(module))
+    return folder
+
+
 def _stage(staging: str, name: str, network: str, spec: NetworkSpec, model_file: str,
            texts: Dict[str, str], plugin: Optional[str], readme: str) -> None:
     """Write both model folders under ``staging``."""
-    for model, text in texts.items():
-        os.makedirs(os.path.join(staging, model, "1"))
-        with open(os.path.join(staging, model, "config.pbtxt"), "w", encoding="utf-8") as f:
-            f.write(text)
+    write_python_model(os.path.join(staging, name), texts[name])
+    _write_text(os.path.join(staging, name, "README.md"), readme)
+    os.makedirs(os.path.join(staging, network, "1"))
+    _write_text(os.path.join(staging, network, "config.pbtxt"), texts[network])
     shutil.copyfile(model_file, os.path.join(staging, network, "1", spec.file_name))
     if plugin:
         shutil.copyfile(plugin, os.path.join(staging, network, PLUGIN_FILE))
-    with open(os.path.join(staging, name, "1", "model.py"), "w", encoding="utf-8") as f:
-        f.write(python_model_source())
-    with open(os.path.join(staging, name, "README.md"), "w", encoding="utf-8") as f:
-        f.write(readme)
 
 
 def _publish(staging: str, repo: str, models: List[str]) -> None:
