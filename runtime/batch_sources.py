@@ -34,10 +34,9 @@ class WorkItem:
 
 @dataclass
 class SourcePlan:
-    """The work items of a source, sorted, and the folder their keys are relative to."""
+    """The work items of a source, sorted by path."""
 
     source: str
-    root: str
     items: List[WorkItem]
 
     @property
@@ -148,7 +147,7 @@ def expand_source(source: str, exclude: Optional[str] = None) -> SourcePlan:
         raise CCNetError(f"no images or videos in {source} (images: {', '.join(IMAGE_EXTS)}; "
                          f"videos: {', '.join(VIDEO_EXTS)})")
     _check_keys(items)
-    return SourcePlan(source, root, items)
+    return SourcePlan(source, items)
 
 
 def frame_key(video_key: str, index: int) -> str:

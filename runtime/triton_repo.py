@@ -132,8 +132,6 @@ class RepoReport:
     platform: str
     max_batch_size: int
     network_batch: int
-    plugin: Optional[str] = None
-    configs: Dict[str, str] = field(default_factory=dict)  # model name -> config.pbtxt path
     notes: List[str] = field(default_factory=list)
 
 
@@ -239,6 +237,4 @@ def write_triton_repo(model_file: str, repo: str, name: str = "ccnet", max_batch
         raise CCNetError(f"cannot write the repository in {repo}: {e.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    report.plugin = os.path.join(report.repo, network, PLUGIN_FILE) if plugin else None
-    report.configs = {m: os.path.join(report.repo, m, "config.pbtxt") for m in report.models}
     return report
