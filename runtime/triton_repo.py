@@ -26,10 +26,10 @@ from ccnet.files import require_file
 
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
                                labels_type_name)
-from .triton_network import TENSORRT_PLATFORM, NetworkSpec, network_spec, plugin_note
+from .triton_network import (PLUGIN_FILE, TENSORRT_PLATFORM, NetworkSpec, network_spec,
+                             plugin_note)
 
 PYTHON_MODEL_MODULE = "runtime.triton_python_model"
-PLUGIN_FILE = "libccnet_plugins.so"
 TRITONCLIENT_HINT = "pip install 'ccnet-deploy[serve]' (tritonclient carries Triton's schema)"
 
 
