@@ -387,6 +387,7 @@ def serve(model: str, options: ServeOptions, backend: Optional[str] = None,
 
 
 def options_from(**values) -> ServeOptions:
-    """``ServeOptions`` from keyword values, ignoring those that are None (CLI defaults)."""
+    """``ServeOptions`` from keyword values such as a CLI's parsed arguments; keys that are not
+    options (the model, the backend...) are ignored."""
     names = {f.name for f in dataclasses.fields(ServeOptions)}
-    return ServeOptions(**{k: v for k, v in values.items() if k in names and v is not None})
+    return ServeOptions(**{k: v for k, v in values.items() if k in names})
