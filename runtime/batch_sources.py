@@ -49,7 +49,7 @@ class SourcePlan:
 
 
 def is_video_file(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTS)
+    return is_image_file(path, VIDEO_EXTS)  # its extension test, with the video extensions
 
 
 def is_glob(text: str) -> bool:
