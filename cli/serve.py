@@ -13,14 +13,18 @@ DESCRIPTION = ("Serve a model through Triton Inference Server (PyTriton): KServe
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared with ``ccnet triton-repo``: the Triton model clients call."""
+    from runtime.serving_contract import DEFAULT_MAX_IMAGE_SIDE
+
     parser.add_argument("--name", default="ccnet", help="Triton model name (default ccnet)")
     parser.add_argument("--max-batch-size", type=int, default=4,
                         help="Triton max batch size (default 4; 0: no batch dimension, no "
                              "dynamic batching)")
     parser.add_argument("--instances", type=common.positive_int, default=1,
                         help="model instances (each loads the model; default 1)")
-    parser.add_argument("--max-image-side", type=common.positive_int, default=8192,
-                        help="refuse images whose longest side is larger (default 8192)")
+    parser.add_argument("--max-image-side", type=common.positive_int,
+                        default=DEFAULT_MAX_IMAGE_SIDE,
+                        help="refuse images whose longest side is larger (default "
+                             f"{DEFAULT_MAX_IMAGE_SIDE})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -154,12 +154,12 @@ def _model_kind(model: str, backend: Optional[str]) -> str:
     return kind
 
 
-def plan_resources(model: str, settings: BatchSettings) -> Dict[str, float]:
-    """GPUs and CPUs per worker and the number of workers, checked against the cluster; fills
-    in the runner options the workers need (device, threads)."""
+def plan_resources(kind: str, settings: BatchSettings) -> Dict[str, float]:
+    """GPUs and CPUs per worker and the number of workers for a model of runner ``kind``
+    (``_model_kind``), checked against the cluster; fills in the runner options the workers
+    need (device, threads)."""
     import ray
 
-    kind = _model_kind(model, settings.backend)
     options = settings.runner_options
     device = str(options.get("device") or "")
     gpus = settings.gpus_per_worker
@@ -266,7 +266,7 @@ def _rows(batch: dict) -> Iterator[dict]:
         yield {n: (v.item() if isinstance(v, np.generic) else v) for n, v in zip(names, values)}
 
 
-def _estimated_total(plan: SourcePlan) -> Optional[int]:
+def _estimated_total(plan: SourcePlan) -> int:
     """Images plus the frames the videos' headers announce (for the progress bar only)."""
     import cv2
 
@@ -390,7 +390,7 @@ def run_batch(model: str, source: str, output: str, settings: Optional[BatchSett
     settings = settings or BatchSettings()
     settings.check()
     settings = dataclasses.replace(settings, runner_options=dict(settings.runner_options))
-    _model_kind(model, settings.backend)  # a missing model fails before Ray starts
+    kind = _model_kind(model, settings.backend)  # a missing model fails before Ray starts
     plan = expand_source(source, exclude=output)
     if os.path.isfile(output):
         raise CCNetError(f"output {output} is a file: give a folder")
@@ -399,7 +399,7 @@ def run_batch(model: str, source: str, output: str, settings: Optional[BatchSett
     # The SIGTERM handler goes in after ray.init, which installs Ray's own (a crash report).
     with ray_session(settings.address, settings.ray_init_options), sigterm_as_interrupt(), \
             data_context(settings.progress):
-        resources = plan_resources(model, settings)
+        resources = plan_resources(kind, settings)
         meta, backend = probe_model(model, settings, resources["cpus"], resources["gpus"])
         _prepare_output(layout.root)
         dataset = build_pipeline(model, plan, layout, meta, settings, resources)

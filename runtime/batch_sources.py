@@ -35,10 +35,9 @@ class WorkItem:
 
 @dataclass
 class SourcePlan:
-    """The work items of a source, sorted, and the folder their keys are relative to."""
+    """The work items of a source, sorted by path."""
 
     source: str
-    root: str
     items: List[WorkItem]
 
     @property
@@ -51,7 +50,7 @@ class SourcePlan:
 
 
 def is_video_file(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTS)
+    return is_image_file(path, VIDEO_EXTS)  # its extension test, with the video extensions
 
 
 def is_glob(text: str) -> bool:
@@ -142,7 +141,7 @@ def expand_source(source: str, exclude: Optional[str] = None) -> SourcePlan:
         raise CCNetError(f"no images or videos in {source} (images: {', '.join(IMAGE_EXTS)}; "
                          f"videos: {', '.join(VIDEO_EXTS)})")
     _check_keys(items)
-    return SourcePlan(source, root, items)
+    return SourcePlan(source, items)
 
 
 def frame_key(video_key: str, index: int) -> str:

@@ -30,7 +30,7 @@ from ccnet.images import check_image, load_image
 from ccnet.labels import as_png_labels, png_label_dtype
 from ccnet.meta import ModelMeta
 from ccnet.label_resize import first_argmax
-from ccnet.processing import normalize, resize_keep_ratio, restore_size
+from ccnet.processing import resize_keep_ratio, restore_size
 from ccnet.visualize import overlay
 
 from .batch_outputs import OutputLayout
@@ -172,8 +172,10 @@ def resize_rows(batch: Batch, test_scale: Sequence[int], keep_image: bool) -> Ba
 # ----------------------------------------------------------------------------- segment
 class SegmentWorker:
     """Stage 3, one per Ray actor: opens the model once as a ``Segmenter`` and segments every
-    batch it is given.  ``meta`` is what the other stages were built with (read from the same
-    model by the job); a node whose model file says otherwise refuses to start."""
+    batch it is given, one at a time (a Ray actor runs one thread unless told otherwise, as the
+    Segmenter and its reused pre-processing buffers need).  ``meta`` is what the other stages
+    were built with (read from the same model by the job); a node whose model file says
+    otherwise refuses to start."""
 
     def __init__(self, model: str, meta: ModelMeta, backend: Optional[str] = None,
                  runner_options: Optional[dict] = None, keep_logits: bool = False,
@@ -185,6 +187,10 @@ class SegmentWorker:
             self.segmenter.close()
             raise CCNetError(f"{model} on {socket.gethostname()} carries other metadata than on "
                              "the node that planned the job: give every node the same file")
+        if keep_logits and self.segmenter.label_head:
+            self.segmenter.close()
+            raise CCNetError(f"{model} returns label maps (label head), not logits: run without "
+                             "--logits, or export without --label-head for logits")
         if self.segmenter.backend == "pytorch" and torch_threads:
             import torch  # only this backend: workers share the node's cores
 
@@ -196,7 +202,9 @@ class SegmentWorker:
     def segment(self, resized: np.ndarray, size: Sequence[int]):
         """(labels as stored in PNG, logits C×H×W or None, ms per step) of one resized image."""
         t0 = time.perf_counter()
-        batch = normalize(resized, self.meta)[None]
+        height, width = resized.shape[:2]
+        batch = self.segmenter.preprocessor.normalize(
+            resized, np.empty((3, height, width), np.float32))[None]
         t1 = time.perf_counter()
         output = self.segmenter.network_pass(batch, size)[0]
         t2 = time.perf_counter()

@@ -40,7 +40,7 @@ from ccnet.labels import label_dtype
 
 from .segmenter import Segmenter
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
-                               BadRequest, as_labels, request_images, stack_outputs)
+                               BadRequest, request_images, stack_outputs)
 
 FRONT_MODULE = "runtime.serving_front"
 PYTRITON_HINT = "pip install 'ccnet-deploy[serve]' (nvidia-pytriton and tritonclient)"
@@ -118,14 +118,13 @@ class SegmentationModel:
         return images
 
     def _answer(self, images: List[np.ndarray], want_logits: bool) -> Dict[str, np.ndarray]:
-        num_classes = self.segmenter.meta.num_classes
+        # Segmenter label maps are already in the served dtype (ccnet.labels.label_dtype).
         batched = self.options.batched
         if not want_logits:  # the fast path: no full-size logits are ever built
             labels = [self.segmenter.segment(image) for image in images]
-            return {LABELS: stack_outputs([as_labels(x, num_classes) for x in labels], batched)}
+            return {LABELS: stack_outputs(labels, batched)}
         predictions = [self.segmenter.predict(image) for image in images]
-        return {LABELS: stack_outputs([as_labels(p.labels, num_classes) for p in predictions],
-                                      batched),
+        return {LABELS: stack_outputs([p.labels for p in predictions], batched),
                 LOGITS: stack_outputs([p.logits.astype(np.float32, copy=False)
                                        for p in predictions], batched)}
 
@@ -152,21 +151,16 @@ def warm_up(segmenter: Segmenter) -> None:
 def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str:
     """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``;
     returns its folder."""
-    from .triton_repo import python_model_config, python_model_source, render_config
+    from .triton_repo import python_model_config, render_config, write_python_model
 
     config = python_model_config(
         options.name, num_classes, options.max_batch_size, options.instances,
         {"segmenter_model": options.segmenter_name,
          "max_image_side": str(options.max_image_side)}, logits=options.logits,
         batch_delay_us=options.batch_delay_us)
-    folder = os.path.join(repo, options.name)
-    os.makedirs(os.path.join(folder, "1"))
-    with open(os.path.join(folder, "config.pbtxt"), "w", encoding="utf-8") as f:
-        f.write(render_config(config, (f"ccnet serve: checks requests, forwards them to "
-                                       f"{options.segmenter_name}",)))
-    with open(os.path.join(folder, "1", "model.py"), "w", encoding="utf-8") as f:
-        f.write(python_model_source(FRONT_MODULE))
-    return folder
+    text = render_config(config, (f"ccnet serve: checks requests, forwards them to "
+                                  f"{options.segmenter_name}",))
+    return write_python_model(os.path.join(repo, options.name), text, FRONT_MODULE)
 
 
 def check_port_free(address: str, port: int, flag: str) -> None:
@@ -273,6 +267,11 @@ class SegmentationServer:
     def _load_segmenters(self) -> None:
         for _ in range(self.options.instances):
             segmenter = Segmenter(self.model, self.backend, **self.segmenter_opts)
+            if self.options.logits and segmenter.label_head:
+                segmenter.close()
+                raise CCNetError(f"{self.model} returns label maps (label head), not logits: "
+                                 "serve it without --logits, or export without --label-head "
+                                 "for logits")
             self.segmenters.append(segmenter)
             warm_up(segmenter)
 
@@ -388,6 +387,7 @@ def serve(model: str, options: ServeOptions, backend: Optional[str] = None,
 
 
 def options_from(**values) -> ServeOptions:
-    """``ServeOptions`` from keyword values, ignoring those that are None (CLI defaults)."""
+    """``ServeOptions`` from keyword values such as a CLI's parsed arguments; keys that are not
+    options (the model, the backend...) are ignored."""
     names = {f.name for f in dataclasses.fields(ServeOptions)}
-    return ServeOptions(**{k: v for k, v in values.items() if k in names and v is not None})
+    return ServeOptions(**{k: v for k, v in values.items() if k in names})

@@ -20,7 +20,8 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from ccnet.errors import CCNetError
+from ccnet.errors import CCNetError, first_line
+from ccnet.images import check_image
 from ccnet.labels import label_dtype
 
 IMAGE = "image"
@@ -42,20 +43,19 @@ def labels_type_name(num_classes: int) -> str:
     return "UINT8" if label_dtype(num_classes) == np.uint8 else "INT32"
 
 
-def as_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """A label map in the served dtype."""
-    return np.asarray(labels).astype(label_dtype(num_classes), copy=False)
-
-
 def check_image_size(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Refuse an empty image or one with a side above ``max_side``."""
+    """Refuse an empty image, one with a side above ``max_side``, or one the segmenter refuses
+    (``ccnet.images.check_image``: above the pixel limit), before it can fail a whole batch."""
     height, width = image.shape[:2]
     if height < 1 or width < 1:
         raise BadRequest(f"empty image ({height}x{width}): send an image with pixels")
     if max(height, width) > max_side:
         raise BadRequest(f"image {width}x{height} is larger than this server allows (longest "
                          f"side {max_side}): downscale it before sending")
-    return image
+    try:
+        return check_image(image)
+    except CCNetError as e:
+        raise BadRequest(first_line(e)) from None
 
 
 def decode_image(data, max_side: int) -> np.ndarray:

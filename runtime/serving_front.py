@@ -8,11 +8,7 @@ with it are answered.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ccnet.errors import CCNetError, first_line
-
-from .serving_contract import IMAGE, LABELS
+from .serving_contract import IMAGE, LABELS, stack_outputs
 from .triton_checked_model import CheckedRequestsModel
 
 
@@ -23,13 +19,6 @@ class TritonPythonModel(CheckedRequestsModel):
         self.segmenter = self.params["segmenter_model"]
 
     def answer(self, request, images):
-        pb = self.pb
-        pixels = np.stack(images) if self.batched else images[0]
+        pixels = stack_outputs(images, self.batched)
         wanted = list(request.requested_output_names()) or [LABELS]
-        response = pb.InferenceRequest(model_name=self.segmenter,
-                                       inputs=[pb.Tensor(IMAGE, pixels)],
-                                       requested_output_names=wanted).exec()
-        if response.has_error():
-            raise CCNetError(f"model {self.segmenter!r} failed: "
-                             f"{first_line(Exception(response.error().message()))}")
-        return response.output_tensors()
+        return self.call(self.segmenter, [self.pb.Tensor(IMAGE, pixels)], wanted).output_tensors()

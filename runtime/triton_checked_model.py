@@ -43,6 +43,16 @@ class CheckedRequestsModel:
         are valid; raise CCNetError with a one-line reason to refuse it."""
         raise NotImplementedError
 
+    def call(self, model: str, inputs, outputs: List[str], what: str = "model"):
+        """The response of Triton model ``model`` to ``inputs`` (BLS); its error as a one-line
+        CCNetError naming the model (``what``: how to call it there)."""
+        response = self.pb.InferenceRequest(model_name=model, inputs=inputs,
+                                            requested_output_names=outputs).exec()
+        if response.has_error():
+            raise CCNetError(f"{what} {model!r} failed: "
+                             f"{first_line(Exception(response.error().message()))}")
+        return response
+
     def _input(self, request, name: str):
         tensor = self.pb.get_input_tensor_by_name(request, name)
         return None if tensor is None else tensor.as_numpy()

@@ -19,6 +19,8 @@ from .segmenter import ENGINE_EXTS, ONNX_EXTS
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
+# The plugin library's name in a repository (``runtime.triton_repo`` copies it under this name).
+PLUGIN_FILE = "libccnet_plugins.so"
 
 
 @dataclass
@@ -188,5 +190,5 @@ def plugin_note(spec: NetworkSpec, plugin: Optional[str]) -> Optional[str]:
     if spec.platform != TENSORRT_PLATFORM or not (spec.needs_plugin or plugin):
         return None
     return ("the engine's CrissCrossAttention layers are our TensorRT plugin: start tritonserver "
-            "with --backend-config=tensorrt,plugins=<libccnet_plugins.so> (or "
-            "LD_PRELOAD=<libccnet_plugins.so>)")
+            f"with --backend-config=tensorrt,plugins=<{PLUGIN_FILE}> (or "
+            f"LD_PRELOAD=<{PLUGIN_FILE}>)")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ccnet.errors import CCNetError, first_line
 from ccnet.meta import ModelMeta
-from ccnet.processing import segment_labels
+from ccnet.processing import Preprocessor, segment_labels
 
-from .serving_contract import LABELS, as_labels, stack_outputs
+from .serving_contract import LABELS, stack_outputs
 from .triton_checked_model import CheckedRequestsModel
 
 NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
@@ -25,6 +24,8 @@ class TritonPythonModel(CheckedRequestsModel):
     def setup(self) -> None:
         params = self.params
         self.meta = ModelMeta.from_json(params["ccnet_meta"])
+        # One per model instance: Triton runs an instance's execute() calls one at a time.
+        self.preprocessor = Preprocessor(self.meta)
         self.network = params["network_model"]
         self.network_input = params["network_input"]
         self.network_output = params["network_output"]
@@ -34,15 +35,12 @@ class TritonPythonModel(CheckedRequestsModel):
         """N×3×h×w normalized batch → N×C×h×w logits from the network model (BLS)."""
         pb = self.pb
         tensor = pb.Tensor(self.network_input, np.ascontiguousarray(batch, self.input_type))
-        response = pb.InferenceRequest(model_name=self.network, inputs=[tensor],
-                                       requested_output_names=[self.network_output]).exec()
-        if response.has_error():
-            raise CCNetError(f"network model {self.network!r} failed: "
-                             f"{first_line(Exception(response.error().message()))}")
+        response = self.call(self.network, [tensor], [self.network_output], "network model")
         logits = pb.get_output_tensor_by_name(response, self.network_output)
         return logits.as_numpy().astype(np.float32, copy=False)
 
     def answer(self, request, images):
-        labels = [as_labels(segment_labels(image, self.meta, self.network_pass),
-                            self.meta.num_classes) for image in images]
+        # segment_labels returns ccnet.labels.label_dtype(num_classes), the served dtype.
+        labels = [segment_labels(image, self.meta, self.network_pass, self.preprocessor)
+                  for image in images]
         return [self.pb.Tensor(LABELS, stack_outputs(labels, self.batched))]

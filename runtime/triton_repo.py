@@ -26,10 +26,10 @@ from ccnet.files import require_file
 
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
                                labels_type_name)
-from .triton_network import TENSORRT_PLATFORM, NetworkSpec, network_spec, plugin_note
+from .triton_network import (PLUGIN_FILE, TENSORRT_PLATFORM, NetworkSpec, network_spec,
+                             plugin_note)
 
 PYTHON_MODEL_MODULE = "runtime.triton_python_model"
-PLUGIN_FILE = "libccnet_plugins.so"
 TRITONCLIENT_HINT = "pip install 'ccnet-deploy[serve]' (tritonclient carries Triton's schema)"
 
 
@@ -132,8 +132,6 @@ class RepoReport:
     platform: str
     max_batch_size: int
     network_batch: int
-    plugin: Optional[str] = None
-    configs: Dict[str, str] = field(default_factory=dict)  # model name -> config.pbtxt path
     notes: List[str] = field(default_factory=list)
 
 
@@ -152,20 +150,30 @@ def python_model_source(module: str = PYTHON_MODEL_MODULE) -> str:
             f"from {module} import TritonPythonModel  # noqa: F401\n")
 
 
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_python_model(folder: str, config_text: str, module: str = PYTHON_MODEL_MODULE) -> str:
+    """Write the Python-backend model ``folder`` (a new folder): its ``config.pbtxt`` and the
+    ``1/model.py`` whose code is ``module``; returns ``folder``."""
+    os.makedirs(os.path.join(folder, "1"))
+    _write_text(os.path.join(folder, "config.pbtxt"), config_text)
+    _write_text(os.path.join(folder, "1", "model.py"), python_model_source(module))
+    return folder
+
+
 def _stage(staging: str, name: str, network: str, spec: NetworkSpec, model_file: str,
            texts: Dict[str, str], plugin: Optional[str], readme: str) -> None:
     """Write both model folders under ``staging``."""
-    for model, text in texts.items():
-        os.makedirs(os.path.join(staging, model, "1"))
-        with open(os.path.join(staging, model, "config.pbtxt"), "w", encoding="utf-8") as f:
-            f.write(text)
+    write_python_model(os.path.join(staging, name), texts[name])
+    _write_text(os.path.join(staging, name, "README.md"), readme)
+    os.makedirs(os.path.join(staging, network, "1"))
+    _write_text(os.path.join(staging, network, "config.pbtxt"), texts[network])
     shutil.copyfile(model_file, os.path.join(staging, network, "1", spec.file_name))
     if plugin:
         shutil.copyfile(plugin, os.path.join(staging, network, PLUGIN_FILE))
-    with open(os.path.join(staging, name, "1", "model.py"), "w", encoding="utf-8") as f:
-        f.write(python_model_source())
-    with open(os.path.join(staging, name, "README.md"), "w", encoding="utf-8") as f:
-        f.write(readme)
 
 
 def _publish(staging: str, repo: str, models: List[str]) -> None:
@@ -229,6 +237,4 @@ def write_triton_repo(model_file: str, repo: str, name: str = "ccnet", max_batch
         raise CCNetError(f"cannot write the repository in {repo}: {e.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    report.plugin = os.path.join(report.repo, network, PLUGIN_FILE) if plugin else None
-    report.configs = {m: os.path.join(report.repo, m, "config.pbtxt") for m in report.models}
     return report

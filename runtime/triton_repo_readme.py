@@ -3,13 +3,13 @@ NVIDIA's server container on it (with the plugin library for engines), and how t
 from __future__ import annotations
 
 from .serving_contract import labels_type_name
-from .triton_network import TENSORRT_PLATFORM, NetworkSpec
+from .triton_network import PLUGIN_FILE, TENSORRT_PLATFORM, NetworkSpec
 
 CONTAINER = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 
 
 def _server_command(network: str, spec: NetworkSpec, has_plugin: bool) -> str:
-    plugin = f"/models/{network}/libccnet_plugins.so"
+    plugin = f"/models/{network}/{PLUGIN_FILE}"
     flags = [f"--backend-config=tensorrt,plugins={plugin}"] if (
         spec.platform == TENSORRT_PLATFORM and (has_plugin or spec.needs_plugin)) else []
     return " \\\n          ".join(["tritonserver --model-repository=/models"] + flags)
@@ -18,9 +18,9 @@ def _server_command(network: str, spec: NetworkSpec, has_plugin: bool) -> str:
 def _engine_section(network: str, spec: NetworkSpec, has_plugin: bool) -> str:
     if spec.platform != TENSORRT_PLATFORM:
         return ""
-    plugin = (f"`{network}/libccnet_plugins.so` (copied here by `ccnet triton-repo --plugin`)"
-              if has_plugin else "`libccnet_plugins.so` (not copied: rerun `ccnet triton-repo` "
-              f"with `--plugin build/libccnet_plugins.so`, or copy it to `{network}/`)")
+    plugin = (f"`{network}/{PLUGIN_FILE}` (copied here by `ccnet triton-repo --plugin`)"
+              if has_plugin else f"`{PLUGIN_FILE}` (not copied: rerun `ccnet triton-repo` "
+              f"with `--plugin build/{PLUGIN_FILE}`, or copy it to `{network}/`)")
     return f"""
 ## TensorRT engine and plugin
 
@@ -32,9 +32,9 @@ architecture.
 Its criss-cross attention layers are our TensorRT plugin, {plugin}. Triton must load it before
 the engine: either with the TensorRT backend option (as in the command above)
 
-    --backend-config=tensorrt,plugins=/models/{network}/libccnet_plugins.so
+    --backend-config=tensorrt,plugins=/models/{network}/{PLUGIN_FILE}
 
-(several libraries: separate them with `;`), or with `LD_PRELOAD=/models/{network}/libccnet_plugins.so
+(several libraries: separate them with `;`), or with `LD_PRELOAD=/models/{network}/{PLUGIN_FILE}
 tritonserver ...`. The library must be built against the container's TensorRT and CUDA.
 """
 

@@ -167,6 +167,21 @@ def test_sources_folder_glob_list_and_video(tmp_path):
         expand_source(str(tmp_path / "empty"))
 
 
+def test_worker_refuses_logits_from_a_label_head_model(demo_onnx, tmp_path_factory):
+    from ccnet.errors import CCNetError
+    from runtime import Segmenter
+    from runtime.batch_stages import SegmentWorker
+
+    head = export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet_demo_head.onnx",
+                            label_head=True)
+    with Segmenter(head) as segmenter:
+        meta = segmenter.meta
+    assert SegmentWorker(head, meta).segmenter.label_head  # labels alone: fine
+    with pytest.raises(CCNetError, match=r"label head.*without --logits") as info:
+        SegmentWorker(head, meta, keep_logits=True)
+    assert "\n" not in str(info.value)
+
+
 def test_batch_modules_import_neither_torch_nor_ray():
     """runtime/ stays torch-free at import (Jetson-class nodes); Ray loads only when a job runs."""
     code = ("import sys, runtime.batch, runtime.batch_stages, cli.batch; "

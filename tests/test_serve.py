@@ -97,6 +97,15 @@ def test_request_images_checks_each_input():
         assert reason in str(info.value) and "\n" not in str(info.value)
 
 
+def test_an_image_over_the_pixel_limit_is_a_bad_request(monkeypatch):
+    from ccnet.meta import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_image_pixels", 6 * 8 - 1)  # within max_side, one pixel over
+    with pytest.raises(BadRequest, match=r"^image is 8x6 = 48 pixels") as info:
+        request_images(np.zeros((6, 8, 3), np.uint8), None, batched=False, max_side=16)
+    assert "\n" not in str(info.value)
+
+
 def test_model_callable_names_the_bad_request_of_a_batch(segmenter):
     from pytriton.proxy.types import Request
 
@@ -124,6 +133,19 @@ def test_model_callable_without_batch_dimension_returns_logits_on_request(segmen
     np.testing.assert_array_equal(both[0]["labels"], prediction.labels)
     np.testing.assert_array_equal(both[0]["logits"], prediction.logits)
     assert set(both[1]) == {"labels"}
+
+
+def test_logits_from_a_label_head_model_are_refused_before_triton_starts(demo_onnx,
+                                                                         tmp_path_factory):
+    from ccnet.errors import CCNetError
+    from runtime.serving import SegmentationServer, ServeOptions
+
+    head = export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo-head.onnx",
+                            label_head=True)
+    server = SegmentationServer(head, ServeOptions(logits=True), device="cpu")
+    with pytest.raises(CCNetError, match=r"label head.*without --logits") as info:
+        server._load_segmenters()
+    assert "\n" not in str(info.value) and server.segmenters == []
 
 
 def test_libpython_folder_goes_first_and_is_restored():
