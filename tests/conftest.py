@@ -53,3 +53,13 @@ def r50_ckpt(tmp_path_factory):
 def tiny_onnx(tmp_path_factory, tiny_ckpt):
     """The tiny checkpoint exported to ONNX (function form), once per session."""
     return export_tiny_onnx(tmp_path_factory, tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory):
+    """The trained built-in ccnet-demo model exported to ONNX (function form), once per session."""
+    from ccnet.demo import DEMO_CHECKPOINT
+
+    if not os.path.exists(DEMO_CHECKPOINT):
+        pytest.skip("ccnet-demo checkpoint missing (ccnet/weights)")
+    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo.onnx")

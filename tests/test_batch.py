@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import REPO, export_tiny_onnx
+from helpers import REPO
 
 pytest.importorskip("ray.data", reason="ccnet batch needs Ray Data: pip install -e '.[batch]'")
 
@@ -23,15 +23,6 @@ FRAMES = 16
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    from ccnet.demo import DEMO_CHECKPOINT
-
-    if not os.path.exists(DEMO_CHECKPOINT):
-        pytest.skip("ccnet-demo checkpoint missing (ccnet/weights)")
-    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet_demo.onnx")
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     """A local Ray with 2 CPUs and a 256 MB object store; its address lets a CLI join it."""

@@ -176,7 +176,7 @@ SCENE_SIZES = [(256, 512), (300, 500), (360, 480), (240, 640), (400, 400), (288,
 
 
 @pytest.fixture(scope="module")
-def demo_target(tmp_path_factory, shared_data):
+def demo_target(tmp_path_factory, shared_data, demo_onnx):
     """ccnet-demo, INT8 with --target-agreement 99.5: calibrated on the real photos plus 24
     synthetic scenes of six sizes, agreement measured on the real photos (the hard case for a
     model trained on synthetic streets), then parity on the real photos (pooled pixels of the
@@ -188,7 +188,6 @@ def demo_target(tmp_path_factory, shared_data):
     from calib.selection import photos_in_folder
     from ccnet.files import write_image
     from ccnet.synthetic import make_scene, write_dataset
-    from export.to_onnx import export_onnx
     from runtime.parity import parity_report
 
     work = tmp_path_factory.mktemp("demo_target")
@@ -199,9 +198,8 @@ def demo_target(tmp_path_factory, shared_data):
     for i in range(24):
         image, _ = make_scene(600000 + i, SCENE_SIZES[i % len(SCENE_SIZES)])
         write_image(str(calib / f"scene_{600000 + i}.png"), image)
-    fp32, int8 = str(work / "demo.onnx"), str(work / "demo_int8.onnx")
-    export_onnx("ccnet-demo", fp32, verify=False, log=lambda *a, **k: None)
-    report = quantize(fp32, int8, images_dir=str(calib), holdout=shared_data,
+    int8 = str(work / "demo_int8.onnx")
+    report = quantize(demo_onnx, int8, images_dir=str(calib), holdout=shared_data,
                       target_agreement=99.5, progress=False)
     scenes = write_dataset(str(work / "scenes"), 8, seed=1000000)
     agreement, pixels = {}, {}

@@ -15,7 +15,7 @@ from ccnet.images import load_image
 from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.processing import network_logits, preprocess, resize_logits
 
-from helpers import VOC_DIR, export_tiny_onnx
+from helpers import VOC_DIR
 
 MIN_AGREEMENT = 0.9999
 
@@ -32,11 +32,6 @@ def _with_head(logits_path: str, out_path: str, align_corners=None) -> str:
     set_metadata(head, with_head_metadata(meta))
     onnx.save(head, out_path)
     return out_path
-
-
-@pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="demo.onnx")
 
 
 @pytest.fixture(scope="module")

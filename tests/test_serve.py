@@ -15,7 +15,6 @@ pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed: pip in
 http = pytest.importorskip("tritonclient.http", reason="pip install -e '.[serve]'")
 grpc = pytest.importorskip("tritonclient.grpc", reason="pip install -e '.[serve]'")
 
-from helpers import export_tiny_onnx  # noqa: E402
 from serving_helpers import LOOPBACK, ServeProcess, alive, descendants, free_ports, port_is_free  # noqa: E402,E501
 
 from runtime.serving_contract import BadRequest, request_images  # noqa: E402
@@ -24,11 +23,6 @@ InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceSe
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo.onnx")
-
-
 @pytest.fixture(scope="module")
 def segmenter(demo_onnx):
     from runtime import Segmenter

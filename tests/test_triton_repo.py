@@ -14,16 +14,10 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="pip install -e '.[serve]'")
 
 from ccnet.errors import CCNetError  # noqa: E402
-from helpers import export_tiny_onnx  # noqa: E402
 from serving_helpers import LOOPBACK, free_ports  # noqa: E402
 
 from runtime.engine_info import EngineInfo, write_engine_info  # noqa: E402
 from runtime.triton_repo import parse_config, write_triton_repo  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo.onnx")
 
 
 @pytest.fixture(scope="module")
