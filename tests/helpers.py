@@ -65,3 +65,15 @@ def export_tiny_onnx(tmp_path_factory, ckpt: str, name: str = "tiny.onnx", **kwa
     if not path.exists():
         export_onnx(ckpt, str(path), verify=False, log=lambda *a: None, **kwargs)
     return str(path)
+
+
+def error_line(err: str) -> str:
+    """The one `error: ...` line a CLI printed on stderr (asserts it is the only line)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def one_error_line(capsys) -> str:
+    """The one `error: ...` line captured on stderr so far."""
+    return error_line(capsys.readouterr().err)

@@ -10,14 +10,7 @@ import pytest
 
 from ccnet.errors import CCNetError
 
-from helpers import VOC_DIR
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
+from helpers import VOC_DIR, one_error_line
 
 
 def test_bench_cli_report(tiny_onnx, photos, tmp_path, capsys):
@@ -71,7 +64,7 @@ def test_bench_bad_input_is_one_line(tiny_onnx, args, message, capsys):
 
     argv = ["--model", tiny_onnx] + args
     assert bench_main(argv) == 2
-    assert message in _one_error_line(capsys)
+    assert message in one_error_line(capsys)
 
 
 def test_bench_batch_beyond_engine_profile(tiny_onnx, tmp_path, capsys):
@@ -91,7 +84,7 @@ def test_bench_batch_beyond_engine_profile(tiny_onnx, tmp_path, capsys):
         profiles=[{"input": {"min": [1, 3, 64, 64], "opt": [1, 3, 256, 512],
                              "max": [2, 3, 256, 512]}}]))
     assert bench_main(["--model", str(engine), "--sizes", "640x480", "--batch", "4"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "batch 4" in line and "outside the engine's profile" in line and "2x3x256x512" in line
     info = read_engine_info(str(engine))
     check_engine_profile(info, [(640, 480)], 2)  # 2x3x256x341: inside

@@ -21,7 +21,7 @@ from ccnet.visualize import overlay
 from cli.eval import main as eval_main
 from cli.predict import main as predict_main
 
-from helpers import REPO, VOC_DIR
+from helpers import REPO, VOC_DIR, one_error_line
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,6 @@ def expected_prediction(tiny_ckpt, voc_photo):
 
     model = load_model(tiny_ckpt)
     return model, predict(model, load_image(voc_photo))
-
-
-def _one_error_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def test_predict_label_map_and_logits(tmp_path, tiny_ckpt, voc_photo, expected_prediction, capsys):
@@ -182,7 +175,7 @@ def test_predict_bad_input(tmp_path, tiny_ckpt, voc_photo, capsys, case, pattern
     assert rc != 0
     import re
 
-    assert re.search(pattern, _one_error_line(capsys))
+    assert re.search(pattern, one_error_line(capsys))
     assert os.listdir(outdir) == []  # no output and no temp file
 
 
@@ -202,7 +195,7 @@ def test_eval_bad_input(tmp_path, tiny_ckpt, capsys, case, pattern, shared_data)
     assert rc != 0
     import re
 
-    assert re.search(pattern, _one_error_line(capsys))
+    assert re.search(pattern, one_error_line(capsys))
     assert not report.exists()
 
 

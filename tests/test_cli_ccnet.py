@@ -21,7 +21,7 @@ from cli.app import log as cli_log
 from cli.app import run_guarded
 from cli.main import COMMANDS, main
 
-from helpers import REPO, VOC_DIR
+from helpers import REPO, VOC_DIR, error_line
 
 
 def _ccnet(argv, capsys):
@@ -90,8 +90,7 @@ def test_bad_input_is_one_line_error(name, tmp_path, capsys, shared_data):
     before = sorted(os.listdir(tmp_path))
     rc, _, err = _ccnet([name, *argv], capsys)
     assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    error_line(err)
     assert sorted(os.listdir(tmp_path)) == before  # nothing (half-)written
 
 
