@@ -77,3 +77,20 @@ def error_line(err: str) -> str:
 def one_error_line(capsys) -> str:
     """The one `error: ...` line captured on stderr so far."""
     return error_line(capsys.readouterr().err)
+
+
+def with_label_head(logits_path: str, out_path: str, align_corners=None) -> str:
+    """Write ``logits_path`` with the label head appended (optionally another align_corners)."""
+    import onnx
+
+    from export.label_head import add_label_head, with_head_metadata
+    from export.metadata import read_metadata, set_metadata
+
+    model = onnx.load(logits_path)
+    meta = read_metadata(model)
+    if align_corners is not None:
+        meta = meta.replace(align_corners=align_corners)
+    head = add_label_head(model, meta)
+    set_metadata(head, with_head_metadata(meta))
+    onnx.save(head, out_path)
+    return out_path

@@ -15,28 +15,14 @@ from ccnet.images import load_image
 from ccnet.labels import LABEL_HEAD_INPUT, label_head_feed
 from ccnet.processing import network_logits, preprocess, resize_logits
 
-from helpers import VOC_DIR
+from helpers import VOC_DIR, with_label_head
 
 MIN_AGREEMENT = 0.9999
 
 
-def _with_head(logits_path: str, out_path: str, align_corners=None) -> str:
-    from export.label_head import add_label_head, with_head_metadata
-    from export.metadata import read_metadata, set_metadata
-
-    model = onnx.load(logits_path)
-    meta = read_metadata(model)
-    if align_corners is not None:
-        meta = meta.replace(align_corners=align_corners)
-    head = add_label_head(model, meta)
-    set_metadata(head, with_head_metadata(meta))
-    onnx.save(head, out_path)
-    return out_path
-
-
 @pytest.fixture(scope="module")
 def demo_head(demo_onnx, tmp_path_factory):
-    return _with_head(demo_onnx, str(tmp_path_factory.mktemp("head") / "demo_head.onnx"))
+    return with_label_head(demo_onnx, str(tmp_path_factory.mktemp("head") / "demo_head.onnx"))
 
 
 def test_export_flag_writes_a_verified_head(tiny_ckpt, tmp_path, capsys):
@@ -69,7 +55,7 @@ def test_head_labels_equal_exact_reference_on_photos(demo_onnx, photos, tmp_path
     logits, at each photo's own size and at 1080p."""
     from runtime import OrtRunner
 
-    head = OrtRunner(_with_head(demo_onnx, str(tmp_path / "h.onnx"), align_corners))
+    head = OrtRunner(with_label_head(demo_onnx, str(tmp_path / "h.onnx"), align_corners))
     plain = OrtRunner(demo_onnx)
     for i, path in enumerate(photos):
         image = load_image(path)

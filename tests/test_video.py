@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ccnet.errors import CCNetError
+from helpers import with_label_head
 
 
 W, H = 128, 96
@@ -201,18 +202,10 @@ def test_reused_preprocessing_buffers_never_mix_frames(clip):
 
 def test_label_head_file_through_the_pipeline(segmenter, clip, tmp_path):
     """A label-head export: the inference stage returns the label map at the frame size."""
-    import onnx
-
-    from export.label_head import add_label_head, with_head_metadata
-    from export.metadata import read_metadata, set_metadata
     from runtime import Segmenter, VideoSegmenter
 
-    model = onnx.load(segmenter.model)
-    meta = read_metadata(model)
-    head = add_label_head(model, meta)
-    set_metadata(head, with_head_metadata(meta))
-    onnx.save(head, str(tmp_path / "head.onnx"))
-    seg = Segmenter(str(tmp_path / "head.onnx"), meta=segmenter.meta)
+    head = with_label_head(segmenter.model, str(tmp_path / "head.onnx"))
+    seg = Segmenter(head, meta=segmenter.meta)
     assert seg.label_head
     path, decoded = clip
     for r in VideoSegmenter(seg, queue_size=2).run(path, max_frames=6):
