@@ -17,7 +17,7 @@ from ccnet.errors import CCNetError  # noqa: E402
 from serving_helpers import LOOPBACK, free_ports  # noqa: E402
 
 from runtime.engine_info import EngineInfo, write_engine_info  # noqa: E402
-from runtime.triton_repo import parse_config, write_triton_repo  # noqa: E402
+from runtime.triton_repo import model_config_pb2, parse_config, write_triton_repo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +52,12 @@ def _engine(tmp_path, meta, profile_batch=(1, 4), cca="plugin", output_kind="log
     return str(engine)
 
 
-def _pb2():
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
-
-
 def test_onnx_repository_follows_triton_schema(demo_onnx, demo_meta, tmp_path):
     repo = tmp_path / "repo"
     report = write_triton_repo(demo_onnx, str(repo), name="seg", max_batch_size=8, instances=2)
     configs = _configs(str(repo))
     assert sorted(configs) == ["seg", "seg_network"] == sorted(report.models)
-    pb2 = _pb2()
+    pb2 = model_config_pb2()
     network, pipeline = configs["seg_network"], configs["seg"]
     assert network.platform == "onnxruntime_onnx" and network.max_batch_size == 8
     assert [(t.name, pb2.DataType.Name(t.data_type), list(t.dims)) for t in network.input] == \
@@ -96,7 +90,7 @@ def test_engine_repository_loads_the_plugin(demo_meta, tmp_path):
     assert network.platform == "tensorrt_plan" and network.default_model_filename == "model.plan"
     assert network.max_batch_size == 2 and report.network_batch == 2  # the profile's max batch
     assert list(network.input[0].dims) == [3, -1, -1]
-    assert network.instance_group[0].kind == _pb2().ModelInstanceGroup.Kind.KIND_GPU
+    assert network.instance_group[0].kind == model_config_pb2().ModelInstanceGroup.Kind.KIND_GPU
     assert configs["ccnet"].max_batch_size == 4
     text = (repo / "ccnet_network" / "config.pbtxt").read_text()
     assert text.startswith("# ") and "--backend-config=tensorrt,plugins=" in text
