@@ -94,3 +94,29 @@ def with_label_head(logits_path: str, out_path: str, align_corners=None) -> str:
     set_metadata(head, with_head_metadata(meta))
     onnx.save(head, out_path)
     return out_path
+
+
+def write_video(path: str, frames, fps: float) -> None:
+    """Write BGR ``frames`` (all of the first one's size) as an mp4v clip."""
+    import cv2
+
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write mp4v to {path}"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def damage_frames(data: bytes, frames) -> bytes:
+    """The mp4v stream with the start codes of ``frames`` destroyed: exactly those frames fail
+    to decode, the decoder resumes at the next one."""
+    out, position, index = bytearray(data), -1, -1
+    while True:
+        position = out.find(b"\x00\x00\x01\xb6", position + 1)  # MPEG-4 VOP start code
+        if position < 0:
+            return bytes(out)
+        index += 1
+        if index in frames:
+            out[position:position + 4] = b"\xff" * 4

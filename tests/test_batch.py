@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, write_video
 
 pytest.importorskip("ray.data", reason="ccnet batch needs Ray Data: pip install -e '.[batch]'")
 
@@ -44,15 +44,6 @@ def segmenter(demo_onnx):
         yield seg
 
 
-def _write_video(path: str, frames) -> None:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (w, h))
-    assert writer.isOpened()
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, photos):
     """photos/*.jpg (real, longest side 160 px), scenes/sub/*.png (synthetic), broken.jpg,
@@ -74,7 +65,7 @@ def source(tmp_path_factory, photos):
         cv2.imwrite(str(root / "scenes" / "sub" / f"scene{seed}.png"),
                     make_scene(seed, (96, 144))[0])
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated, not a JPEG")
-    _write_video(str(root / "clip.mp4"), [make_scene(50 + i, (96, 128))[0] for i in range(6)])
+    write_video(str(root / "clip.mp4"), [make_scene(50 + i, (96, 128))[0] for i in range(6)], 5.0)
     return str(root)
 
 
@@ -289,7 +280,7 @@ def test_cli_sigterm_then_rerun_finishes_a_video(ray_local, demo_onnx, segmenter
     from runtime.batch_outputs import _valid_png
 
     video = str(tmp_path / "drive.mp4")
-    _write_video(video, [make_scene(100 + i, (96, 128))[0] for i in range(FRAMES)])
+    write_video(video, [make_scene(100 + i, (96, 128))[0] for i in range(FRAMES)], 5.0)
     expected = [r.labels for r in VideoSegmenter(segmenter, make_overlay=False).run(video)]
     out = str(tmp_path / "out")
     args = ["--model", demo_onnx, "--input", video, "--output", out, "--address", ray_local,

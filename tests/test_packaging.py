@@ -13,7 +13,7 @@ import venv
 import cv2
 import pytest
 
-from helpers import REPO
+from helpers import REPO, write_video
 
 PACKAGES = ("ccnet", "export", "calib", "runtime", "plugins", "cli")
 TORCH_FREE_CORE = {"numpy", "opencv-python-headless", "pillow", "tqdm"}
@@ -103,11 +103,7 @@ def _copy_sources(dest):
 
 
 def _write_clip(path, photo, frames=3):
-    image = cv2.resize(cv2.imread(photo), (160, 120))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, (160, 120))
-    for _ in range(frames):
-        writer.write(image)
-    writer.release()
+    write_video(path, [cv2.resize(cv2.imread(photo), (160, 120))] * frames, 5)
 
 
 TORCH_FREE_SCRIPT = r"""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ccnet.errors import CCNetError
-from helpers import with_label_head
+from helpers import damage_frames, with_label_head, write_video
 
 
 W, H = 128, 96
@@ -33,11 +33,7 @@ def clip(tmp_path_factory, photos):
 
     path = str(tmp_path_factory.mktemp("video") / "clip.mp4")
     images = [cv2.resize(load_image(p), (W, H), interpolation=cv2.INTER_AREA) for p in photos]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (W, H))
-    assert writer.isOpened()
-    for i in range(20):
-        writer.write(images[i % len(images)])
-    writer.release()
+    write_video(path, [images[i % len(images)] for i in range(20)], 10.0)
     cap = cv2.VideoCapture(path)
     decoded = []
     while True:
@@ -223,19 +219,6 @@ def small_job(monkeypatch, segmenter):
     monkeypatch.setattr(job, "Segmenter", lambda model, **kw: real(model, meta=segmenter.meta,
                                                                    **kw))
     return job
-
-
-def damage_frames(data: bytes, frames) -> bytes:
-    """The mp4v stream with the start codes of ``frames`` destroyed: those frames fail to
-    decode, the decoder resumes at the next one."""
-    out, position, index = bytearray(data), -1, -1
-    while True:
-        position = out.find(b"\x00\x00\x01\xb6", position + 1)  # MPEG-4 VOP start code
-        if position < 0:
-            return bytes(out)
-        index += 1
-        if index in frames:
-            out[position:position + 4] = b"\xff" * 4
 
 
 @pytest.fixture(scope="module")

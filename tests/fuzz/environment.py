@@ -90,11 +90,9 @@ def _photo(shape=(SCALE[1], SCALE[0])) -> np.ndarray:
 
 
 def write_clip(path: str, frames: int, base: np.ndarray) -> None:
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
-                             (base.shape[1], base.shape[0]))
-    for i in range(frames):
-        writer.write(np.roll(base, 3 * i, axis=1))
-    writer.release()
+    from helpers import write_video
+
+    write_video(path, (np.roll(base, 3 * i, axis=1) for i in range(frames)), 10.0)
 
 
 def build_environment(folder: str) -> Environment:

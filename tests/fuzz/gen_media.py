@@ -226,16 +226,9 @@ def _zeroed(start_fraction: float, length: int):
 
 def _damaged_frames(frames):
     """Destroy the MPEG-4 start codes of ``frames``: exactly those fail to decode."""
-    def transform(data):
-        out, position, index = bytearray(data), -1, -1
-        while True:
-            position = out.find(b"\x00\x00\x01\xb6", position + 1)
-            if position < 0:
-                return bytes(out)
-            index += 1
-            if index in frames:
-                out[position:position + 4] = b"\xff" * 4
-    return transform
+    from helpers import damage_frames
+
+    return lambda data: damage_frames(data, frames)
 
 
 def _old_outputs(out: str, count: int = 12) -> None:
