@@ -17,8 +17,12 @@ import numpy as np
 import pytest
 
 import plugins
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DTYPE_CODE = {"fp32": plugins.DTYPE_FP32, "fp16": plugins.DTYPE_FP16}
+# The ccnet_cuda_cpu_selftest checks that must pass: the CUDA CPU mode's barrier, warp shuffles,
+# launch configuration and shared memory per block.
+CPU_MODE_SELFTESTS = ["barrier", "shuffle", "launch-configuration", "shared-per-block"]
 
 # (N, Cq, C, H, W): every edge of the kernels' tiling (32-pixel query/key tiles, 16-channel q/k
 # chunks, 64-channel value tiles): H=1, W=1, H and W below, equal to and above 32 and not

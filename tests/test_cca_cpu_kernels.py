@@ -15,11 +15,9 @@ import os
 import numpy as np
 import pytest
 
-from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, build_targets, enqueue_through_driver, make_inputs,
-                            plugins, record_correctness, reference_float64, reference_torch_op,
-                            relative_error, shape_id)
-
-DTYPE_CODE = {"fp32": plugins.DTYPE_FP32, "fp16": plugins.DTYPE_FP16}
+from plugin_helpers import (DTYPE_CODE, SWEEP_SHAPES, TOLERANCE, build_targets, enqueue_through_driver,
+                            make_inputs, plugins, record_correctness, reference_float64,
+                            reference_torch_op, relative_error, shape_id)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from plugin_helpers import build_targets
-
-CHECKS = ["barrier", "shuffle", "launch-configuration", "shared-per-block"]
+from plugin_helpers import CPU_MODE_SELFTESTS, build_targets
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +24,7 @@ def _run(selftest, *args):
     return subprocess.run([selftest, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("check", CPU_MODE_SELFTESTS)
 def test_selftest(selftest, check):
     proc = _run(selftest, check)
     assert proc.returncode == 0, proc.stderr

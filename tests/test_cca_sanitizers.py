@@ -10,12 +10,11 @@ import os
 
 import pytest
 
-from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, build_sanitized, enqueue_through_driver, make_inputs,
+from plugin_helpers import (CPU_MODE_SELFTESTS, SWEEP_SHAPES, TOLERANCE, build_sanitized, enqueue_through_driver, make_inputs,
                             plugins, reference_float64, relative_error, run_driver, sanitizer_env, shape_id)
 
 HOST_CHECKS = ["create", "formats", "shapes", "workspace", "workspace-guard", "serialize-roundtrip", "clone",
                "invalid-fields"]
-SELFTESTS = ["barrier", "shuffle", "launch-configuration", "shared-per-block"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,7 @@ def test_fuzzers_are_memory_safe(sanitized, fuzzer):
     _assert_clean(run_driver(sanitized["fuzz"], sanitized["library"], fuzzer, 4, 150, env=sanitizer_env()))
 
 
-@pytest.mark.parametrize("check", SELFTESTS)
+@pytest.mark.parametrize("check", CPU_MODE_SELFTESTS)
 def test_cpu_mode_is_memory_safe(sanitized, check):
     import subprocess
 

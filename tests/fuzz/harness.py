@@ -29,8 +29,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from helpers import REPO
+
 FUZZ_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(FUZZ_DIR))
 CATEGORIES = ("clean", "traceback", "crash", "wrong-accepted", "wrong-rejected", "misreported",
               "leftover")
 BUG_LINE = "internal error, a bug"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, enqueue_through_driver, make_inputs,
+from plugin_helpers import (DTYPE_CODE, SWEEP_SHAPES, TOLERANCE, enqueue_through_driver, make_inputs,
                             plugin_build, plugins, record_correctness, reference_torch_op, relative_error,
                             shape_id)
 
@@ -29,7 +29,6 @@ if not torch.cuda.is_available():
 
 import ccnet.ops  # noqa: E402,F401  registers torch.ops.ccnet.criss_cross_attention
 
-DTYPE_CODE = {"fp32": plugins.DTYPE_FP32, "fp16": plugins.DTYPE_FP16}
 # The CCNet sizes on top of the sweep: 97x97 and 128x256 feature maps with C=512, batch 2.
 CCNET_SHAPES = [(2, 64, 512, 97, 97), (1, 64, 512, 128, 256), (1, 64, 512, 64, 128)]
 
