@@ -16,7 +16,7 @@ import functools
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import cv2
@@ -54,9 +54,7 @@ class Environment:
         """base.onnx parsed once; cases mutate copies."""
         return onnx.load(self.base_onnx)
 
-    @functools.cached_property
-    def _cache(self) -> dict:
-        return {}
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def reference(self, image: np.ndarray) -> np.ndarray:
         """PyTorch's labels of ``image`` (small.pth, the model base.onnx was exported from)."""

@@ -294,7 +294,9 @@ def _default_signals() -> None:
 
 
 def _drive(sig: int):
-    def drive(case_dir: str, argv: List[str], env: dict) -> dict:
+    def drive(case_dir: str, argv: List[str], env: dict, timeout: float) -> dict:
+        """Run ``argv``, send ``sig`` once it has staged two label maps, allow ``timeout``
+        seconds for it to stop."""
         # A test run started in the background inherits SIGINT ignored (POSIX), and Python
         # then installs no KeyboardInterrupt handler: give the command the default, as a shell
         # in the foreground does.
@@ -311,7 +313,7 @@ def _drive(sig: int):
                              "short for this machine (raise LONG_CLIP_FRAMES)"}
         proc.send_signal(sig)
         try:
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
@@ -330,7 +332,7 @@ def signal_cases(env, size: str) -> List[Case]:
                     argv=["video", "--model", MODEL, "--input", env.long_clip, "--output",
                           "{out}/overlay.mp4", "--labels-dir", "{out}/labels", "--no-progress"],
                     expect="error", setup=setup, message=message, runner="subprocess",
-                    drive=_drive(sig), timeout=300)
+                    drive=_drive(sig), timeout=120)
 
     cases = [case("sigterm_over_earlier_run", signal.SIGTERM, "terminated", old=True),
              case("sigint", signal.SIGINT, "interrupted")]

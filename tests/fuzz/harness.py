@@ -54,7 +54,8 @@ class Case:
     message: Optional[str] = None
     timeout: float = 120.0
     runner: str = "worker"  # or "subprocess" (signal cases drive their own process)
-    drive: Optional[Callable[[str], dict]] = None
+    # drive(case_dir, argv, env, timeout) -> result dict, for runner "subprocess"
+    drive: Optional[Callable[[str, List[str], dict, float], dict]] = None
 
 
 @dataclass
@@ -77,13 +78,6 @@ class Report:
         families = sorted({o.case.family for o in self.outcomes})
         return {f: Report([o for o in self.outcomes if o.case.family == f]).counts()
                 for f in families}
-
-    def seconds(self) -> Dict[str, float]:
-        """Wall time per family (setup, run and checks)."""
-        totals: Dict[str, float] = {}
-        for o in self.outcomes:
-            totals[o.case.family] = totals.get(o.case.family, 0.0) + o.seconds
-        return totals
 
     def failures(self) -> List[Outcome]:
         return [o for o in self.outcomes if o.category != "clean"]
@@ -242,7 +236,7 @@ def run_cases(cases: List[Case], root: str, env: Dict[str, str],
             argv = [a.replace("{in}", os.path.join(case_dir, "in"))
                     .replace("{out}", os.path.join(case_dir, "out")) for a in case.argv]
             if case.runner == "subprocess":
-                result = case.drive(case_dir, argv, env)
+                result = case.drive(case_dir, argv, env, case.timeout)
             else:
                 result = worker.run(argv, case_dir, case.timeout)
             outcome = classify(case, result, case_dir, before)
