@@ -165,6 +165,11 @@ def test_trt_runner_binds_the_empty_size_input(demo_head, tmp_path, monkeypatch,
     _, cudart = trt_doubles.install(monkeypatch, request, engines={b"plan": spec})
 
     class HeadContext(trt_doubles._Context):
+        """IExecutionContext with the label head's second input, following NvInferRuntime.h:
+        setInputShape returns false for a shape outside the profile; getTensorShape gives -1
+        for a runtime dimension of an input whose shape is not set yet, and for every runtime
+        dimension of an output until all input shapes are set."""
+
         def set_input_shape(self, name, shape):
             if name != LABEL_HEAD_INPUT:
                 return super().set_input_shape(name, shape)
@@ -174,8 +179,12 @@ def test_trt_runner_binds_the_empty_size_input(demo_head, tmp_path, monkeypatch,
             return True
 
         def get_tensor_shape(self, name):
+            if name == LABEL_HEAD_INPUT:
+                return self.shapes.get(name, (0, -1, -1))  # dim 0 is fixed by the profile
             if name != "labels":
                 return super().get_tensor_shape(name)
+            if "input" not in self.shapes or LABEL_HEAD_INPUT not in self.shapes:
+                return (-1, -1, -1)
             return (self.shapes["input"][0],) + self.shapes[LABEL_HEAD_INPUT][1:]
 
         def execute_async_v3(self, stream):
