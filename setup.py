@@ -41,8 +41,9 @@ EXTRAS = {
     ],
     # Triton through PyTriton (ships tritonserver; pins numpy<2) and its client/schema.
     "serve": ["nvidia-pytriton>=0.7", "tritonclient[http,grpc]>=2.50"],
-    # ccnet batch: Ray Data's streaming map_batches with actor pools (compute= strategies).
-    "batch": ["ray[data]>=2.51"],
+    # ccnet batch: Ray Data's streaming map_batches with actor pools (compute= strategies);
+    # runtime/batch.py builds its result tables with pyarrow itself.
+    "batch": ["ray[data]>=2.51", "pyarrow"],
     # polygraphy: the TensorRT layer's tests drive our code on polygraphy's real loaders (with
     # TensorRT doubles), so they run wherever pip works, TensorRT or not.
     "test": ["pytest>=7", "vermin>=1.6", "polygraphy>=0.49"],
