@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import REPO, write_video
+from helpers import REPO, export_tiny_onnx, write_video
 
 pytest.importorskip("ray.data", reason="ccnet batch needs Ray Data: pip install -e '.[batch]'")
 

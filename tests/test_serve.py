@@ -15,6 +15,7 @@ pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed: pip in
 http = pytest.importorskip("tritonclient.http", reason="pip install -e '.[serve]'")
 grpc = pytest.importorskip("tritonclient.grpc", reason="pip install -e '.[serve]'")
 
+from helpers import export_tiny_onnx  # noqa: E402
 from serving_helpers import LOOPBACK, ServeProcess, alive, descendants, free_ports, port_is_free  # noqa: E402,E501
 
 from runtime.serving_contract import BadRequest, request_images  # noqa: E402
