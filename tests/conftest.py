@@ -63,3 +63,10 @@ def demo_onnx(tmp_path_factory):
     if not os.path.exists(DEMO_CHECKPOINT):
         pytest.skip("ccnet-demo checkpoint missing (ccnet/weights)")
     return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo.onnx")
+
+
+@pytest.fixture(scope="session")
+def demo_head_onnx(demo_onnx, tmp_path_factory):
+    """ccnet-demo exported with the label head, once per session."""
+    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo-head.onnx",
+                            label_head=True)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import REPO, export_tiny_onnx, write_video
+from helpers import REPO, write_video
 
 pytest.importorskip("ray.data", reason="ccnet batch needs Ray Data: pip install -e '.[batch]'")
 
@@ -149,13 +149,12 @@ def test_sources_folder_glob_list_and_video(tmp_path):
         expand_source(str(tmp_path / "empty"))
 
 
-def test_worker_refuses_logits_from_a_label_head_model(demo_onnx, tmp_path_factory):
+def test_worker_refuses_logits_from_a_label_head_model(demo_head_onnx):
     from ccnet.errors import CCNetError
     from runtime import Segmenter
     from runtime.batch_stages import SegmentWorker
 
-    head = export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet_demo_head.onnx",
-                            label_head=True)
+    head = demo_head_onnx
     with Segmenter(head) as segmenter:
         meta = segmenter.meta
     assert SegmentWorker(head, meta).segmenter.label_head  # labels alone: fine

@@ -15,7 +15,6 @@ pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed: pip in
 http = pytest.importorskip("tritonclient.http", reason="pip install -e '.[serve]'")
 grpc = pytest.importorskip("tritonclient.grpc", reason="pip install -e '.[serve]'")
 
-from helpers import export_tiny_onnx  # noqa: E402
 from serving_helpers import LOOPBACK, ServeProcess, alive, descendants, free_ports, port_is_free  # noqa: E402,E501
 
 from runtime.serving_contract import BadRequest, request_images  # noqa: E402
@@ -130,13 +129,11 @@ def test_model_callable_without_batch_dimension_returns_logits_on_request(segmen
     assert set(both[1]) == {"labels"}
 
 
-def test_logits_from_a_label_head_model_are_refused_before_triton_starts(demo_onnx,
-                                                                         tmp_path_factory):
+def test_logits_from_a_label_head_model_are_refused_before_triton_starts(demo_head_onnx):
     from ccnet.errors import CCNetError
     from runtime.serving import SegmentationServer, ServeOptions
 
-    head = export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo-head.onnx",
-                            label_head=True)
+    head = demo_head_onnx
     server = SegmentationServer(head, ServeOptions(logits=True), device="cpu")
     with pytest.raises(CCNetError, match=r"label head.*without --logits") as info:
         server._load_segmenters()
