@@ -222,3 +222,19 @@ def test_cli_build_with_trtexec_flags(plugin_form_onnx, tmp_path, library, doubl
     assert f"wrote {engine}" in capsys.readouterr().out
     (_, _, config), = [c for c in trt.calls if c[0] == "build"]
     assert config.pools == {"WORKSPACE": 2048 << 20}
+
+
+def test_info_only_build_over_a_stale_engine_records_no_digest(tiny_onnx, tmp_path, library):
+    """ccnet build --infoOnly next to an old engine: the side file describes the engine still to
+    be built, so it must not carry the old engine's digest (which would refuse the new one)."""
+    from runtime.engine_info import read_engine_info
+    from runtime.trt_build import build_engine
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"an engine built earlier")
+    build_engine(tiny_onnx, str(engine), info_only=True, log=lambda line: None,
+                 plugins=library, opt_shapes="input:1x3x64x96")
+    assert engine.read_bytes() == b"an engine built earlier"
+    assert read_engine_info(str(engine), check_digest=False).engine_sha256 is None
+    engine.write_bytes(b"built later by trtexec")
+    assert read_engine_info(str(engine)).engine_sha256 is None
