@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import deque
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -36,6 +37,7 @@ class CalibrationData:
     images: List[str] = field(default_factory=list)
     inputs: List[List[np.ndarray]] = field(default_factory=list)
     holdout: List[str] = field(default_factory=list)  # photos that only measure agreement
+    holdout_photos: List[np.ndarray] = field(default_factory=list, repr=False)  # decoded, BGR
     skipped: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -74,17 +76,22 @@ def network_inputs(image_bgr: np.ndarray, meta: ModelMeta,
 
 
 def read_photos(paths: Sequence[str], meta: ModelMeta, want: int,
-                input_shape: Sequence = (None,) * 4):
+                input_shape: Sequence = (None,) * 4, keep_last: int = 0):
     """The first ``want`` readable photos of ``paths`` and their network inputs; unreadable
-    files are skipped with a CalibrationWarning.  Returns (used, inputs, skipped)."""
+    files are skipped with a CalibrationWarning.  Returns (used, inputs, skipped, decoded):
+    ``decoded`` holds the BGR pixels of the last ``keep_last`` used photos (the held-out ones,
+    which the agreement probe reads whole), so no photo is decoded twice and only those stay
+    in memory."""
     from ccnet.images import load_image
 
     used, inputs, skipped = [], [], []
+    decoded: deque = deque(maxlen=keep_last)
     for path in paths:
         if len(used) >= want:
             break
         try:
-            inputs.append(network_inputs(load_image(path), meta, input_shape))
+            image = load_image(path)
+            inputs.append(network_inputs(image, meta, input_shape))
         except Exception as e:  # CCNetError, or OpenCV refusing an extreme size: skip the photo
             reason = first_line(e) if isinstance(e, CCNetError) else \
                 f"{path}: cannot pre-process ({type(e).__name__}: {first_line(e, 120)})"
@@ -92,10 +99,11 @@ def read_photos(paths: Sequence[str], meta: ModelMeta, want: int,
             skipped.append((path, reason))
             continue
         used.append(path)
+        decoded.append(image)
     if not used:
         raise CCNetError(f"none of the {len(skipped)} photo(s) could be read (first: "
                          f"{skipped[0][1]}): pass readable photos with --images or --list")
-    return used, inputs, skipped
+    return used, inputs, skipped, list(decoded)
 
 
 def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images: int,
@@ -111,18 +119,19 @@ def load_calibration_data(candidates: Sequence[str], meta: ModelMeta, num_images
     """
     data = CalibrationData()
     extra = holdout if holdout_candidates is None else 0
-    used, inputs, data.skipped = read_photos(shuffled(candidates, seed), meta,
-                                             num_images + extra, input_shape)
+    used, inputs, data.skipped, last = read_photos(shuffled(candidates, seed), meta,
+                                                   num_images + extra, input_shape, extra)
     if extra and len(used) <= extra:
         raise CCNetError(f"only {len(used)} readable photo(s): measuring agreement needs "
                          f"{extra} held-out photo(s) plus at least one to calibrate on; add "
                          "photos or lower --holdout-images")
     split = min(num_images, len(used) - extra)
     data.images, data.inputs = used[:split], inputs[:split]
-    data.holdout = used[split:]
+    data.holdout, data.holdout_photos = used[split:], last  # the last ``extra`` used photos
     if holdout_candidates is not None:
-        data.holdout, _, skipped = read_photos(
-            holdout_candidates, meta, len(holdout_candidates), input_shape)
+        data.holdout, _, skipped, data.holdout_photos = read_photos(
+            holdout_candidates, meta, len(holdout_candidates), input_shape,
+            len(holdout_candidates))
         data.skipped += skipped
     LOG.debug("calibration photos (%d): %s", len(data.images), ", ".join(data.images))
     if data.holdout:

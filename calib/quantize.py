@@ -196,10 +196,8 @@ def _choose_fallback(source: SourceModel, prepared: str, calibration: Calibratio
         return None
     from .sensitivity import AgreementProbe, choose_fallback, sensitivity_report, write_sensitivity
 
-    from ccnet.images import load_image
-
     probe = AgreementProbe(prepared, source.input_name, source.meta,
-                           [load_image(path) for path in calibration.data.holdout])
+                           calibration.data.holdout_photos)
     convs = conv_names(source.model)
     choice = choose_fallback(lambda float_convs: build(float_convs)[0], probe, convs,
                              options.target_agreement, options.max_fallback, options.progress,

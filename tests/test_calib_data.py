@@ -83,6 +83,12 @@ def test_seeded_shuffle_picks_a_reproducible_sample(shared_data, tiny_config):
     held = load_calibration_data(photos, meta, 3, holdout=2, seed=5)
     assert held.images == first.images and len(held.holdout) == 2
     assert not set(held.holdout) & set(held.images)
+    from ccnet.images import load_image  # the held-out photos are kept decoded for the probe
+
+    assert len(held.holdout_photos) == 2
+    assert all(np.array_equal(pixels, load_image(path))
+               for pixels, path in zip(held.holdout_photos, held.holdout))
+    assert not first.holdout_photos
     with pytest.raises(CCNetError, match="held-out"):
         load_calibration_data(photos[:2], meta, 3, holdout=2)
 
