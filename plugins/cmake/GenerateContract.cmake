@@ -35,9 +35,15 @@ function(_ccnet_identifier name out)
     set(${out} "${identifier}" PARENT_SCOPE)
 endfunction()
 
-function(ccnet_generate_contract_header json_path header_path)
+# Reads the contract once and writes both headers; cmake re-runs when the JSON changes.
+function(ccnet_generate_contract_headers json_path contract_header kernel_codes_header)
     set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${json_path}")
     file(READ "${json_path}" contract)
+    _ccnet_write_contract_header("${contract}" "${json_path}" "${contract_header}")
+    _ccnet_write_kernel_codes_header("${contract}" "${json_path}" "${kernel_codes_header}")
+endfunction()
+
+function(_ccnet_write_contract_header contract json_path header_path)
     foreach(key plugin_name plugin_version plugin_namespace)
         string(JSON value ERROR_VARIABLE json_error GET "${contract}" ${key})
         if(json_error OR value STREQUAL "")
@@ -93,10 +99,7 @@ inline constexpr int kNbFields = static_cast<int>(sizeof(kFields) / sizeof(kFiel
     file(CONFIGURE OUTPUT "${header_path}" CONTENT "${content}" @ONLY)
 endfunction()
 
-function(ccnet_generate_kernel_codes_header json_path header_path)
-    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${json_path}")
-    file(READ "${json_path}" contract)
-
+function(_ccnet_write_kernel_codes_header contract json_path header_path)
     _ccnet_read_codes("${contract}" kernel_dtypes "${json_path}" dtype_names dtype_codes)
     set(dtype_lines "")
     foreach(name code IN ZIP_LISTS dtype_names dtype_codes)
