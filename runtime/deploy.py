@@ -145,20 +145,33 @@ class StepRunner:
 
 
 # ----------------------------------------------------------------------------- the pipeline
-def check_plan(plan: DeployPlan) -> None:
-    """One-line errors for a plan that cannot work, before anything runs."""
+@dataclass
+class DeployInputs:
+    """What a run reads from the plan's folders, listed once: the calibration images (sorted
+    paths) and the labelled dataset (opened), each empty/None when not given."""
+
+    calib_images: List[str]
+    dataset: object = None
+
+
+def check_plan(plan: DeployPlan) -> DeployInputs:
+    """One-line errors for a plan that cannot work, before anything runs; returns its inputs."""
     if os.path.isfile(plan.out_dir):
         raise CCNetError(f"--out {plan.out_dir} is a file: give a folder")
+    images: List[str] = []
     if plan.calib_images:
         require_folder(plan.calib_images, "calibration image folder")
-        if not any(True for _ in iter_images(plan.calib_images)):
+        images = list(iter_images(plan.calib_images))
+        if not images:
             raise CCNetError(f"no images in {plan.calib_images}")
     if bool(plan.data) != bool(plan.dataset):
         raise CCNetError("give --data DIR and --dataset KIND together (labelled parity data)")
+    dataset = None
     if plan.data:
         from ccnet.datasets import open_dataset
 
-        open_dataset(plan.data, plan.dataset)
+        dataset = open_dataset(plan.data, plan.dataset)
+    return DeployInputs(images, dataset)
 
 
 def deploy(plan: DeployPlan) -> dict:
@@ -175,18 +188,18 @@ def deploy(plan: DeployPlan) -> dict:
 
     from .deploy_report import write_reports
 
-    check_plan(plan)
+    inputs = check_plan(plan)
     checkpoint, _ = resolve_checkpoint(plan.model)
     os.makedirs(plan.out_dir, exist_ok=True)
     steps = StepRunner(plan.path(STATE_FILE))
     models = _make_onnx(plan, steps, {"model": plan.model, "checkpoint": _digest(checkpoint),
-                                      "config": plan.config})
+                                      "config": plan.config}, inputs.calib_images)
     notes: List[str] = []
     engines = build_engines(plan, steps, models, notes) if plan.engine else {}
     compared = [(p, models[p]) for p in plan.precisions] + [
         (p, path) for p, path in engines.items()]
-    parity = _parity(plan, steps, checkpoint, compared, notes)
-    latency = _latency(plan, steps, compared)
+    parity = _parity(plan, steps, checkpoint, compared, notes, inputs)
+    latency = _latency(plan, steps, compared, sample_images(inputs))
     report = {"model": plan.model, "checkpoint": os.path.abspath(checkpoint),
               "out_dir": os.path.abspath(plan.out_dir), "precisions": list(plan.precisions),
               "files": _files(plan, models, engines), "steps": steps.records(),
@@ -195,15 +208,17 @@ def deploy(plan: DeployPlan) -> dict:
     return report
 
 
-def _make_onnx(plan: DeployPlan, steps: StepRunner, source: dict) -> Dict[str, str]:
-    """FP32 ONNX always; FP16 / INT8 as asked.  Returns precision -> path."""
+def _make_onnx(plan: DeployPlan, steps: StepRunner, source: dict,
+               images: Sequence[str]) -> Dict[str, str]:
+    """FP32 ONNX always; FP16 / INT8 as asked (``images``: the calibration images).  Returns
+    precision -> path."""
     from calib.quantize import quantize
     from export.graph import DEFAULT_OPSET
     from export.to_fp16 import convert_to_fp16
     from export.to_onnx import export_onnx
 
     log = logging.getLogger(__name__ + ".export").info
-    photo = next(iter_images(plan.calib_images), None) if plan.calib_images else None
+    photo = images[0] if images else None
     models = {"fp32": plan.path("model.onnx")}
     steps.run("export fp32 onnx", dict(source, opset=DEFAULT_OPSET), [models["fp32"]],
               lambda: _summary(export_onnx(plan.model, models["fp32"], config=plan.config,
@@ -218,7 +233,6 @@ def _make_onnx(plan: DeployPlan, steps: StepRunner, source: dict) -> Dict[str, s
     if "int8" in plan.precisions:
         models["int8"] = plan.path("model_int8.onnx")
         cache = plan.path("calibration_cache.json")
-        images = list(iter_images(plan.calib_images))
         options = {k: v for k, v in (("method", plan.calib_method),
                                      ("num_images", plan.calib_num_images)) if v}
         inputs = dict(fp32, images=files_digest(images, plan.calib_images), **options)
@@ -293,18 +307,17 @@ def _files(plan: DeployPlan, models: Dict[str, str], engines: Dict[str, str]) ->
 
 # ----------------------------------------------------------------------------- parity
 def _parity(plan: DeployPlan, steps: StepRunner, checkpoint: str,
-            compared: List[Tuple[str, str]], notes: List[str]) -> Optional[dict]:
+            compared: List[Tuple[str, str]], notes: List[str],
+            sources: DeployInputs) -> Optional[dict]:
     """Labelled parity (mIoU, ΔmIoU, agreement) on --data, else agreement with PyTorch on the
     calibration images, else a note."""
     inputs = {"checkpoint": _digest(checkpoint), "config": plan.config,
               "models": {name: _digest(path) for name, path in compared},
               "max_images": plan.max_images}
-    if plan.data:
-        from ccnet.datasets import open_dataset
-
+    if sources.dataset is not None:
         from .parity import parity_report
 
-        data = open_dataset(plan.data, plan.dataset).head(plan.max_images)
+        data = sources.dataset.head(plan.max_images)
         inputs["data"] = files_digest([p for pair in data.pairs for p in pair], plan.data)
         by_kind = {name: path for name, path in compared if name in ("fp32", "fp16", "int8")}
         return steps.run("parity (labelled data)", inputs, [], lambda: parity_report(
@@ -312,9 +325,8 @@ def _parity(plan: DeployPlan, steps: StepRunner, checkpoint: str,
             onnx_fp16=by_kind.get("fp16"), onnx_int8=by_kind.get("int8"),
             engines=[p for n, p in compared if n.endswith("-engine")],
             max_images=plan.max_images, progress=plan.progress, config=plan.config))
-    if plan.calib_images:
-        images = list(iter_images(plan.calib_images))[:plan.max_images or
-                                                       DEFAULT_AGREEMENT_IMAGES]
+    if sources.calib_images:
+        images = sources.calib_images[:plan.max_images or DEFAULT_AGREEMENT_IMAGES]
         inputs["images"] = files_digest(images, plan.calib_images)
         notes.append("Parity was measured on the calibration images without labels: agreement "
                      "with PyTorch's labels, not mIoU against ground truth (and INT8 was "
@@ -374,25 +386,25 @@ def agreement_report(model: str, images: Sequence[str], compared: Sequence[Tuple
                          for n, path in compared]}
 
 
-def sample_images(plan: DeployPlan) -> List[str]:
+def sample_images(sources: DeployInputs) -> List[str]:
     """Image paths to time the models on: the calibration images, else the dataset's."""
-    if plan.calib_images:
-        return list(iter_images(plan.calib_images))
-    if plan.data:
-        from ccnet.datasets import open_dataset
-
-        return [image for image, _ in open_dataset(plan.data, plan.dataset).pairs]
+    if sources.calib_images:
+        return list(sources.calib_images)
+    if sources.dataset is not None:
+        return [image for image, _ in sources.dataset.pairs]
     return []
 
 
-def _latency(plan: DeployPlan, steps: StepRunner, compared: List[Tuple[str, str]]) -> List[dict]:
+def _latency(plan: DeployPlan, steps: StepRunner, compared: List[Tuple[str, str]],
+             samples: Sequence[str]) -> List[dict]:
     """Mean wall time per image (pre/post-processing included) of each compared model on the
-    first few sample images, on this machine."""
+    first few ``samples`` images, on this machine."""
     from ccnet.images import load_image
 
+    from .machine import Timed
     from .segmenter import Segmenter
 
-    paths = sample_images(plan)[:LATENCY_IMAGES]
+    paths = list(samples[:LATENCY_IMAGES])
     if not paths:
         return []
     inputs = {"models": {n: _digest(p) for n, p in compared},
@@ -404,12 +416,12 @@ def _latency(plan: DeployPlan, steps: StepRunner, compared: List[Tuple[str, str]
             try:
                 with Segmenter(path) as segmenter:
                     segmenter.segment(images[0])  # warm-up: session / engine set-up
-                    start = time.perf_counter()
+                    timed = Timed(segmenter.segment)
                     for image in images:
-                        segmenter.segment(image)
-                    ms = 1000 * (time.perf_counter() - start) / len(images)
+                        timed(image)
                     rows.append({"model": name, "backend": segmenter.backend,
-                                 "ms_per_image": round(ms, 1), "images": len(images)})
+                                 "ms_per_image": round(timed.ms_per_call, 1),
+                                 "images": len(images)})
             except CCNetError as e:
                 rows.append({"model": name, "error": first_line(e)})
         return rows
