@@ -224,7 +224,8 @@ def test_builtin_model_reaches_995_agreement_on_real_photos_and_scenes(demo_targ
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="measured: 99.5 % on the real photos needs more than 6 "
                                        "of the 32 Convs in float, also with --clip-search mse "
-                                       "(bias correction and float weights do not help either; "
+                                       "(neither do bias correction, activation equalization, "
+                                       "weight fine-tuning or quantization-aware training; "
                                        "bench/RESULTS.md, docs/int8.md)")
 def test_builtin_model_keeps_80_percent_of_convs_int8_at_995(demo_target):
     report, _ = demo_target
