@@ -218,7 +218,7 @@ def main(argv=None) -> int:
                 sensitivity[search or "entropy"] = json.load(f)
         curves = tradeoff_curves(fp32, work, scenes_dir, sensitivity)
         speed = latencies(files, args.runs, args.threads)
-    result = {"device": machine_info(), "versions": library_versions(),
+    result = {"machine": machine_info(), "versions": library_versions(),
               "threads": args.threads, "runs": args.runs, "test_scenes": args.scenes,
               "rows": [dict(model=label, ort_cpu_ms=speed[label], **rows[label],
                             **_int8_info(made, label)) for label, _ in files],
@@ -240,7 +240,7 @@ def _int8_info(made: list, label: str) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"ONNX Runtime {result['versions'].get('onnxruntime')} CPU, {result['device']['cpu']}, "
+    print(f"ONNX Runtime {result['versions'].get('onnxruntime')} CPU, {result['machine']['cpu']}, "
           f"{result['threads']} threads; agreement with PyTorch FP32 in %")
     print(f"{'model':<62} {'INT8 Convs':>10} {'VOC':>7} {'ADE20K':>7} {'real':>7} {'synth':>7} "
           f"{'ΔmIoU synth':>11} {'ms':>7}")

@@ -86,11 +86,11 @@ def main(argv=None) -> int:
             rows.append(bench_model("r50-d8", path, None, (256, 512), folder, args.runs,
                                     args.threads, calib_images=2, method="minmax"))
             rows[-1]["model"] = "R50-D8 cityscapes arch (random weights)"
-    result = {"device": machine_info(), "versions": library_versions(),
+    result = {"machine": machine_info(), "versions": library_versions(),
               "threads": args.threads, "runs": args.runs, "rows": rows}
     header = (f"{'model':<44} {'input':<12} {'FP32 ms':>8} | {'INT8 tensorrt-placement':>30} | "
               f"{'INT8 ort-cpu-placement':>30}")
-    print(f"ONNX Runtime {result['versions'].get('onnxruntime')} CPU, {result['device']['cpu']}, "
+    print(f"ONNX Runtime {result['versions'].get('onnxruntime')} CPU, {result['machine']['cpu']}, "
           f"{args.threads} threads, median of {args.runs}")
     print(header)
     for r in rows:
