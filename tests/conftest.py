@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from helpers import SHARED_DATA, export_tiny_onnx, make_checkpoint, real_photos
+from helpers import SHARED_DATA, export_tiny_onnx, make_checkpoint, real_photos, with_label_head
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +67,5 @@ def demo_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_head_onnx(demo_onnx, tmp_path_factory):
-    """ccnet-demo exported with the label head, once per session."""
-    return export_tiny_onnx(tmp_path_factory, "ccnet-demo", name="ccnet-demo-head.onnx",
-                            label_head=True)
+    """ccnet-demo with the label head appended to its ONNX export, once per session."""
+    return with_label_head(demo_onnx, str(tmp_path_factory.mktemp("head") / "ccnet-demo-head.onnx"))

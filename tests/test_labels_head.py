@@ -20,11 +20,6 @@ from helpers import VOC_DIR, with_label_head
 MIN_AGREEMENT = 0.9999
 
 
-@pytest.fixture(scope="module")
-def demo_head(demo_onnx, tmp_path_factory):
-    return with_label_head(demo_onnx, str(tmp_path_factory.mktemp("head") / "demo_head.onnx"))
-
-
 def test_export_flag_writes_a_verified_head(tiny_ckpt, tmp_path, capsys):
     from cli.export import main as export_main
 
@@ -69,10 +64,10 @@ def test_head_labels_equal_exact_reference_on_photos(demo_onnx, photos, tmp_path
             assert agreement >= MIN_AGREEMENT, f"{os.path.basename(path)} {size}: {agreement}"
 
 
-def test_segmenter_uses_the_head_automatically(demo_head, demo_onnx, photos):
+def test_segmenter_uses_the_head_automatically(demo_head_onnx, demo_onnx, photos):
     from runtime import Segmenter
 
-    with Segmenter(demo_head) as head, Segmenter(demo_onnx) as plain:
+    with Segmenter(demo_head_onnx) as head, Segmenter(demo_onnx) as plain:
         assert head.label_head and not plain.label_head
         for path in photos:
             image = load_image(path)
@@ -83,17 +78,17 @@ def test_segmenter_uses_the_head_automatically(demo_head, demo_onnx, photos):
             head.predict(image)
     slide = plain.meta.replace(mode="slide", crop_size=(128, 128), stride=(85, 85))
     with pytest.raises(CCNetError, match="whole-image inference only"):
-        Segmenter(demo_head, meta=slide)
+        Segmenter(demo_head_onnx, meta=slide)
     with pytest.raises(CCNetError, match="align_corners=False"):
-        Segmenter(demo_head, meta=plain.meta.replace(align_corners=True))
+        Segmenter(demo_head_onnx, meta=plain.meta.replace(align_corners=True))
 
 
-def test_strip_gives_back_the_logits_graph(demo_head, demo_onnx):
+def test_strip_gives_back_the_logits_graph(demo_head_onnx, demo_onnx):
     import onnxruntime as ort
 
     from export.label_head import strip_label_head
 
-    stripped, had = strip_label_head(onnx.load(demo_head))
+    stripped, had = strip_label_head(onnx.load(demo_head_onnx))
     assert had and [i.name for i in stripped.graph.input] == ["input"]
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 80)).astype(np.float32)
     providers = ["CPUExecutionProvider"]
@@ -104,14 +99,14 @@ def test_strip_gives_back_the_logits_graph(demo_head, demo_onnx):
     assert strip_label_head(onnx.load(demo_onnx))[1] is False
 
 
-def test_head_refusals(demo_head, demo_onnx, tiny_ckpt, capsys):
+def test_head_refusals(demo_head_onnx, demo_onnx, tiny_ckpt, capsys):
     from cli.export import main as export_main
     from export.label_head import add_label_head
     from export.metadata import read_metadata
 
     meta = read_metadata(demo_onnx)
     with pytest.raises(CCNetError, match="already has a label head"):
-        add_label_head(onnx.load(demo_head), meta)
+        add_label_head(onnx.load(demo_head_onnx), meta)
     slide = meta.replace(mode="slide", crop_size=(64, 64), stride=(32, 32))
     with pytest.raises(CCNetError, match="slide mode"):
         add_label_head(onnx.load(demo_onnx), slide)
@@ -122,33 +117,33 @@ def test_head_refusals(demo_head, demo_onnx, tiny_ckpt, capsys):
     assert label_head_feed((5, 7)).shape == (0, 5, 7)
 
 
-def test_fp16_conversion_keeps_the_head(demo_head, tmp_path, photos):
+def test_fp16_conversion_keeps_the_head(demo_head_onnx, tmp_path, photos):
     from export.to_fp16 import convert_to_fp16
     from runtime import Segmenter
 
     out = str(tmp_path / "head_fp16.onnx")
-    convert_to_fp16(demo_head, out, log=lambda *a: None, verify_image=photos[0])
-    with Segmenter(out) as fp16, Segmenter(demo_head) as fp32:
+    convert_to_fp16(demo_head_onnx, out, log=lambda *a: None, verify_image=photos[0])
+    with Segmenter(out) as fp16, Segmenter(demo_head_onnx) as fp32:
         assert fp16.label_head and fp16.meta.extra["precision"] == "fp16"
         image = load_image(photos[0])
         assert (fp16.segment(image) == fp32.segment(image)).mean() >= 0.99
 
 
-def test_calibration_keeps_the_head(demo_head, tmp_path, photos):
+def test_calibration_keeps_the_head(demo_head_onnx, tmp_path, photos):
     from calib.quantize import quantize
     from runtime import Segmenter
 
     out = str(tmp_path / "head_int8.onnx")
-    report = quantize(demo_head, out, images_dir=os.path.join(VOC_DIR, "images"),
+    report = quantize(demo_head_onnx, out, images_dir=os.path.join(VOC_DIR, "images"),
                       num_images=1, method="minmax", progress=False, target="ort-cpu")
     assert report["quantized_convs"] > 0
-    with Segmenter(out) as int8, Segmenter(demo_head) as fp32:
+    with Segmenter(out) as int8, Segmenter(demo_head_onnx) as fp32:
         assert int8.label_head and int8.meta.extra["precision"] == "int8"
         image = load_image(photos[0])
         assert (int8.segment(image) == fp32.segment(image)).mean() >= 0.95
 
 
-def test_trt_runner_binds_the_empty_size_input(demo_head, tmp_path, monkeypatch, request):
+def test_trt_runner_binds_the_empty_size_input(demo_head_onnx, tmp_path, monkeypatch, request):
     """TrtRunner + Segmenter on a label-head engine, driven by the TensorRT/CUDA doubles of
     tests/trt_doubles.py with the context extended to a second input as TensorRT documents it:
     IExecutionContext::setInputShape returns false outside the profile, output shapes are known
@@ -197,7 +192,7 @@ def test_trt_runner_binds_the_empty_size_input(demo_head, tmp_path, monkeypatch,
         engine._trt.DataType.INT32 if name == "labels" else engine._trt.DataType.FLOAT))
     engine = tmp_path / "head.engine"
     engine.write_bytes(b"plan")
-    meta = OrtRunner(demo_head).meta
+    meta = OrtRunner(demo_head_onnx).meta
     write_engine_info(str(engine), EngineInfo(
         tensorrt_version="10.16.0.1", meta=meta.to_dict(), output_name="labels",
         output_kind="labels", cca="none", profiles=[{
