@@ -42,7 +42,7 @@ class CalibrationData:
 
     @property
     def batches(self) -> List[np.ndarray]:
-        return [b for per_image in self.inputs for b in per_image]
+        return [b for _, b in self.items]
 
     @property
     def items(self) -> List[Tuple[str, np.ndarray]]:
