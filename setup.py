@@ -27,7 +27,7 @@ EXTRAS = {
     "ort-gpu": ["onnxruntime-gpu>=1.20"],
     # onnx: the engine builder reads the model metadata from the ONNX file.  Device memory,
     # copies and streams go through polygraphy.cuda, which loads the CUDA runtime that
-    # TensorRT's wheels bring (nvidia-cuda-runtime): no cuda-python or pycuda needed.
+    # TensorRT's wheels bring (nvidia-cuda-runtime).
     "trt": ["tensorrt>=10.0", "polygraphy>=0.49", "onnx>=1.17"],
     # Export, FP16/INT8 conversion, parity against PyTorch, training.  They also run ONNX
     # Runtime (verification, calibration): combine with [ort] or [ort-gpu].  torch: 2.6 is the

@@ -13,8 +13,8 @@ from typing import Callable, Dict
 
 # Packages that decide speed or results, looked up without importing them.
 PACKAGES = ("ccnet-deploy", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
-            "onnxruntime-gpu", "onnx", "onnxscript", "torch", "tensorrt", "polygraphy",
-            "cuda-python", "ray", "nvidia-pytriton", "tritonclient")
+            "onnxruntime-gpu", "onnx", "onnxscript", "torch", "tensorrt", "polygraphy", "ray",
+            "nvidia-pytriton", "tritonclient")
 # CPU instructions that make INT8 convolutions fast (ONNX Runtime's integer kernels use them).
 INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
