@@ -19,7 +19,6 @@ import pytest
 import plugins
 from helpers import REPO
 
-DTYPE_CODE = {"fp32": plugins.DTYPE_FP32, "fp16": plugins.DTYPE_FP16}
 # The ccnet_cuda_cpu_selftest checks that must pass: the CUDA CPU mode's barrier, warp shuffles,
 # launch configuration and shared memory per block.
 CPU_MODE_SELFTESTS = ["barrier", "shuffle", "launch-configuration", "shared-per-block"]

@@ -15,9 +15,9 @@ import os
 import numpy as np
 import pytest
 
-from plugin_helpers import (DTYPE_CODE, SWEEP_SHAPES, TOLERANCE, build_targets, enqueue_through_driver,
-                            make_inputs, plugins, record_correctness, reference_float64,
-                            reference_torch_op, relative_error, shape_id)
+from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, build_targets, enqueue_through_driver, make_inputs,
+                            plugins, record_correctness, reference_float64, reference_torch_op,
+                            relative_error, shape_id)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _forward(lib, q, k, v, dtype, workspace_bytes=None, workspace=None):
     provided = needed if workspace_bytes is None else workspace_bytes
     ws = _workspace(provided) if workspace is None else workspace
     status = lib.ccnet_cca_forward(q.ctypes.data, k.ctypes.data, v.ctypes.data, out.ctypes.data, n, cq, c, h, w,
-                                   DTYPE_CODE[dtype], ws.ctypes.data, provided, None)
+                                   plugins.DTYPE_CODES[dtype], ws.ctypes.data, provided, None)
     return plugins.STATUS_NAMES.get(status, status), out
 
 

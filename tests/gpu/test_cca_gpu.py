@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin_helpers import (DTYPE_CODE, SWEEP_SHAPES, TOLERANCE, enqueue_through_driver, make_inputs,
-                            plugin_build, plugins, record_correctness, reference_torch_op, relative_error,
-                            shape_id)
+from plugin_helpers import (SWEEP_SHAPES, TOLERANCE, enqueue_through_driver, make_inputs, plugin_build,
+                            plugins, record_correctness, reference_torch_op, relative_error, shape_id)
 
 pytestmark = pytest.mark.gpu
 
@@ -40,7 +39,7 @@ def _launch(lib, q, k, v, out):
     workspace = torch.full((ws_bytes // 4,), float("nan"), device="cuda", dtype=torch.float32)
     dtype = "fp16" if q.dtype == torch.float16 else "fp32"
     status = lib.ccnet_cca_forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), n, cq, c, h, w,
-                                   DTYPE_CODE[dtype], workspace.data_ptr(), ws_bytes,
+                                   plugins.DTYPE_CODES[dtype], workspace.data_ptr(), ws_bytes,
                                    torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
     assert status == 0, f"ccnet_cca_forward: {plugins.STATUS_NAMES.get(status, status)}"
