@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import onnx
 
+from helpers import first_photo, make_checkpoint, write_video
+
 SCALE = (64, 48)  # test scale (w, h) of the fuzz model: cases run in milliseconds
 NUM_CLASSES = 5
 MIN_AGREEMENT = 0.99
@@ -77,8 +79,6 @@ class Environment:
 
 
 def _photo(shape=(SCALE[1], SCALE[0])) -> np.ndarray:
-    from helpers import first_photo
-
     from ccnet.images import load_image
     from export.verify import synthetic_photo
 
@@ -88,15 +88,11 @@ def _photo(shape=(SCALE[1], SCALE[0])) -> np.ndarray:
 
 
 def write_clip(path: str, frames: int, base: np.ndarray) -> None:
-    from helpers import write_video
-
     write_video(path, (np.roll(base, 3 * i, axis=1) for i in range(frames)), 10.0)
 
 
 def build_environment(folder: str) -> Environment:
     """Write the valid inputs into ``folder`` (the ONNX export takes most of the time)."""
-    from helpers import make_checkpoint
-
     from ccnet.zoo import custom_config
     from export.to_onnx import export_onnx
 

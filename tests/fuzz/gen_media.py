@@ -24,6 +24,8 @@ from typing import List
 import cv2
 import numpy as np
 
+from helpers import damage_frames
+
 from . import checks
 from .environment import write_onnx
 from .harness import REPO, Case
@@ -226,8 +228,6 @@ def _zeroed(start_fraction: float, length: int):
 
 def _damaged_frames(frames):
     """Destroy the MPEG-4 start codes of ``frames``: exactly those fail to decode."""
-    from helpers import damage_frames
-
     return lambda data: damage_frames(data, frames)
 
 
