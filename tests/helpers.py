@@ -97,13 +97,18 @@ def with_label_head(logits_path: str, out_path: str, align_corners=None) -> str:
 
 
 def write_video(path: str, frames, fps: float) -> None:
-    """Write BGR ``frames`` (all of the first one's size) as an mp4v clip."""
+    """Write BGR ``frames`` (all of the first one's size) as an mp4v clip, one frame at a time:
+    a long generator is never held in memory."""
     import cv2
 
-    frames = list(frames)
-    h, w = frames[0].shape[:2]
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("write_video needs at least one frame")
+    h, w = first.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     assert writer.isOpened(), f"OpenCV cannot write mp4v to {path}"
+    writer.write(first)
     for frame in frames:
         writer.write(frame)
     writer.release()
