@@ -154,11 +154,11 @@ void validateTensors(TensorSet const& t, Dimensions dimensions)
     }
 }
 
-// Workspace for concrete, validated tensors.
+// Workspace for concrete, validated tensors: never 0 (ccnet_cca_check_sizes rejects sizes whose
+// workspace overflows).
 size_t workspaceFor(TensorSet const& t)
 {
     auto const& v = t.dims[Plugin::kValueIndex].d;
-    // validated tensors: never 0 (ccnet_cca_check_sizes rejects sizes whose workspace overflows).
     return ccnet_cca_workspace_size(static_cast<int>(v[0]), static_cast<int>(v[2]), static_cast<int>(v[3]));
 }
 

@@ -14,7 +14,7 @@ thread_local cudaError_t tLastError = cudaSuccess;
 
 cudaError_t fail(cudaError_t error)
 {
-    setLastError(error); // declared in last_error.h
+    setLastError(error);
     return error;
 }
 
