@@ -10,8 +10,9 @@ import os
 
 import pytest
 
-from plugin_helpers import (CPU_MODE_SELFTESTS, SWEEP_SHAPES, TOLERANCE, build_sanitized, enqueue_through_driver, make_inputs,
-                            plugins, reference_float64, relative_error, run_driver, sanitizer_env, shape_id)
+from plugin_helpers import (CPU_MODE_SELFTESTS, SWEEP_SHAPES, TOLERANCE, build_sanitized, enqueue_through_driver,
+                            make_inputs, plugins, reference_float64, relative_error, run_driver, sanitizer_env,
+                            shape_id)
 
 HOST_CHECKS = ["create", "formats", "shapes", "workspace", "workspace-guard", "serialize-roundtrip", "clone",
                "invalid-fields"]
