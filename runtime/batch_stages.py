@@ -203,8 +203,9 @@ class SegmentWorker:
         """(labels as stored in PNG, logits C×H×W or None, ms per step) of one resized image."""
         t0 = time.perf_counter()
         height, width = resized.shape[:2]
-        batch = self.segmenter.preprocessor.normalize(
-            resized, np.empty((3, height, width), np.float32))[None]
+        # already at the test scale, so this only normalizes, into the preprocessor's kept
+        # buffer: network_pass is done with it before the next image overwrites it
+        batch = self.segmenter.preprocessor(resized, scale=(width, height))
         t1 = time.perf_counter()
         output = self.segmenter.network_pass(batch, size)[0]
         t2 = time.perf_counter()
