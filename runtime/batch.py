@@ -40,7 +40,7 @@ from .batch_outputs import OutputLayout, remove_stale_temp_files
 from .batch_sources import SourcePlan, expand_source
 from .batch_stages import (FAILED, SKIPPED, STAGES, WRITTEN, SegmentWorker, decode_items,
                            resize_rows, write_rows)
-from .segmenter import BACKENDS, runner_kind
+from .segmenter import runner_kind
 
 MAX_ITEMS_PER_BLOCK = 1024
 # Ray Data packs the rows a stage emits into blocks of up to this many bytes (128 MiB by
@@ -77,9 +77,6 @@ class BatchSettings:
             raise CCNetError(f"GPUs per worker must be >= 0, got {self.gpus_per_worker}")
         if self.cpus_per_worker <= 0:
             raise CCNetError(f"CPUs per worker must be > 0, got {self.cpus_per_worker}")
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise CCNetError(f"unknown backend {self.backend!r}: use onnxruntime, tensorrt or "
-                             "pytorch")
 
 
 # ----------------------------------------------------------------------------- Ray

@@ -333,3 +333,14 @@ def test_cli_refuses_bad_model_input_and_resources(ray_local, demo_onnx, source,
     assert "each worker needs 1 GPU(s) but the Ray cluster has 0" in err
     assert len(err.strip().splitlines()) == 1
     assert not os.path.exists(out)  # refused before any output
+
+
+def test_unknown_backend_is_refused_before_ray_starts(demo_onnx, source, tmp_path):
+    from ccnet.errors import CCNetError
+    from runtime.batch import BatchSettings, run_batch
+
+    out = str(tmp_path / "out")
+    with pytest.raises(CCNetError, match="^unknown backend 'tflite': use onnxruntime, tensorrt "
+                                         "or pytorch$"):
+        run_batch(demo_onnx, source, out, BatchSettings(backend="tflite", progress=False))
+    assert not os.path.exists(out)
