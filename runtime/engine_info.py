@@ -90,13 +90,11 @@ def read_engine_info(engine_path: str, check_digest: bool = True) -> EngineInfo:
     return info
 
 
-def write_engine_info(engine_path: str, info: EngineInfo, digest: bool = True) -> str:
-    """Write the side file atomically, with (``digest``) the digest of the engine file when it
-    exists; returns its path.  ``digest=False`` for a side file written before its engine
-    (``--infoOnly``): a stale engine file on disk must not lend it its digest."""
+def write_engine_info(engine_path: str, info: EngineInfo) -> str:
+    """Write the side file atomically, ``info`` as given; returns its path.  The engine digest
+    comes from ``with_engine_digest`` on the bytes being written, never from the file on disk:
+    a stale engine there must not lend a side file written before its engine its digest."""
     path = side_file_path(engine_path)
-    if digest and os.path.isfile(engine_path):
-        info = dataclasses.replace(info, engine_sha256=file_sha256(engine_path))
     atomic_write(path, info.to_json().encode("utf-8"))
     return path
 

@@ -248,7 +248,7 @@ def build_engine(onnx_path: str, engine_path: str, options: Optional[BuildOption
             onnx_path, engine_path, {n: ranges[n] for n in dynamic}, library, options.pools(),
             options.timing_cache, options.optimization_level, options.version_compatible))
         if options.info_only:
-            write_engine_info(engine_path, info, digest=False)
+            write_engine_info(engine_path, info)
             return info
         engine = _build_serialized(builder, network, parser,
                                    engine_config(trt, ranges, options, library), options, onnx_path)

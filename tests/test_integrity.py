@@ -80,11 +80,13 @@ def test_files_without_a_checksum_still_run(tmp_path, tiny_model):
 
 # ----------------------------------------------------------------------------- engines
 def test_engine_digest_checked_before_deserialising(tmp_path):
-    from runtime.engine_info import EngineInfo, read_engine_info, write_engine_info
+    from runtime.engine_info import (EngineInfo, read_engine_info, with_engine_digest,
+                                     write_engine_info)
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"serialized engine bytes" * 100)
-    write_engine_info(str(engine), EngineInfo(tensorrt_version="10.14.1"))
+    write_engine_info(str(engine), with_engine_digest(EngineInfo(tensorrt_version="10.14.1"),
+                                                      engine.read_bytes()))
     info = read_engine_info(str(engine))
     assert info.engine_sha256 and len(info.engine_sha256) == 64
     data = bytearray(engine.read_bytes())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ccnet.errors import CCNetError
-from runtime.engine_info import EngineInfo, write_engine_info
+from runtime.engine_info import EngineInfo, with_engine_digest, write_engine_info
 
 from trt_doubles import EngineSpec, install
 
@@ -34,10 +34,10 @@ def _write_engine(tmp_path, trt, monkeypatch) -> str:
     monkeypatch.setenv("CCNET_PLUGIN_LIB", str(library))
     path = tmp_path / "tiny.engine"
     path.write_bytes(PLAN)
-    write_engine_info(str(path), EngineInfo(
+    write_engine_info(str(path), with_engine_digest(EngineInfo(
         tensorrt_version="10.16.0.1", profiles=[PROFILE], cca="plugin",
         plugin={"library": str(library), "name": PLUGIN[0], "version": PLUGIN[1],
-                "namespace": PLUGIN[2]}))
+                "namespace": PLUGIN[2]}), PLAN))
     return str(path)
 
 
