@@ -50,7 +50,7 @@ class SourcePlan:
 
 
 def is_video_file(path: str) -> bool:
-    return is_image_file(path, VIDEO_EXTS)  # its extension test, with the video extensions
+    return path.lower().endswith(VIDEO_EXTS)
 
 
 def is_glob(text: str) -> bool:
@@ -119,7 +119,6 @@ def expand_source(source: str, exclude: Optional[str] = None) -> SourcePlan:
     Listed paths that do not exist are kept: reading them fails, and the job records that.
     """
     source = os.fspath(source)
-    exclude = os.path.realpath(exclude) if exclude else None
     if os.path.isdir(source):
         root = os.path.abspath(source)
         paths = list(_walk(root, exclude))
