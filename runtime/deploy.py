@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ccnet.errors import CCNetError, first_line
-from ccnet.files import file_sha256 as file_digest, require_folder, write_json
+from ccnet.files import file_sha256, require_folder, write_json
 from ccnet.images import iter_images
 from ccnet.meta import PRECISIONS
 
@@ -84,7 +84,7 @@ def _digest(path: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _digest_of(path: str, inode: int, size: int, mtime_ns: int) -> str:
-    return file_digest(path)
+    return file_sha256(path)
 
 
 def files_digest(paths: Sequence[str], root: str) -> str:
@@ -387,24 +387,24 @@ def agreement_report(model: str, images: Sequence[str], compared: Sequence[Tuple
 
 
 def sample_images(sources: DeployInputs) -> List[str]:
-    """Image paths to time the models on: the calibration images, else the dataset's."""
+    """The first few image paths to time the models on: the calibration images, else the
+    dataset's."""
     if sources.calib_images:
-        return list(sources.calib_images)
+        return sources.calib_images[:LATENCY_IMAGES]
     if sources.dataset is not None:
-        return [image for image, _ in sources.dataset.pairs]
+        return [image for image, _ in sources.dataset.pairs[:LATENCY_IMAGES]]
     return []
 
 
 def _latency(plan: DeployPlan, steps: StepRunner, compared: List[Tuple[str, str]],
-             samples: Sequence[str]) -> List[dict]:
+             paths: Sequence[str]) -> List[dict]:
     """Mean wall time per image (pre/post-processing included) of each compared model on the
-    first few ``samples`` images, on this machine."""
+    images at ``paths``, on this machine."""
     from ccnet.images import load_image
 
     from .machine import Timed
     from .segmenter import Segmenter
 
-    paths = list(samples[:LATENCY_IMAGES])
     if not paths:
         return []
     inputs = {"models": {n: _digest(p) for n, p in compared},
