@@ -220,7 +220,7 @@ def pipeline_fps(video_class, segmenter, clip: str, out: str) -> Tuple[float, fl
 
 
 def video_throughput(paths: dict, old_video, threads: int, frames: int, rounds: int,
-                     work: str, model: str = "demo") -> dict:
+                     work: str, model: str) -> dict:
     """``model`` at 1280x720: pipeline FPS (before, after, and segment_video itself) against
     the pure inference rate (network on a preprocessed frame, measured between the rounds)."""
     from runtime import Segmenter, VideoSegmenter
@@ -352,8 +352,8 @@ def main(argv=None) -> int:
     parser.add_argument("--r50-reps", type=int, default=2)
     parser.add_argument("--video-frames", type=int, default=40)
     parser.add_argument("--video-models", default="demo,r50_ade",
-                        help="models of the video part (keys of make_models; R50 runs "
-                             "--video-frames // 4 frames)")
+                        help="models of the video part (keys of make_models; the r50_* ones run "
+                             "--video-frames // 4 frames, at least 4)")
     parser.add_argument("--video-rounds", type=int, default=2)
     parser.add_argument("--parts", default="demo,r50,video,memory")
     parser.add_argument("--before", default=BEFORE, help="git commit of the 'before' code")
@@ -390,8 +390,8 @@ def main(argv=None) -> int:
         result["r50"] = r50_processing(paths, old, args.threads, args.r50_reps)
     if "video" in parts:
         result["video"] = [video_throughput(paths, old_video, args.threads,
-                                            args.video_frames if key == "demo"
-                                            else max(4, args.video_frames // 4),
+                                            max(4, args.video_frames // 4)
+                                            if key.startswith("r50") else args.video_frames,
                                             args.video_rounds, args.work, key)
                            for key in args.video_models.split(",")]
     if "memory" in parts:
