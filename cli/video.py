@@ -46,10 +46,9 @@ def run(args: argparse.Namespace) -> int:
                             **options)
     ms = summary["ms_per_frame"]
     if summary["corrupt"]:
-        expected = summary["frame_count"]
-        logging.getLogger("cli").warning(
-            f"{summary['corrupt']} of {expected} frames could not be decoded (corrupt or "
-            "truncated video); their labels are missing")
+        logging.getLogger(__name__).warning(
+            "%s of %s frames could not be decoded (corrupt or truncated video); their labels "
+            "are missing", summary["corrupt"], summary["frame_count"])
     print(f"{summary['frames']} frames ({summary['skipped']} skipped, "
           f"{summary['corrupt']} corrupt) in "
           f"{summary['seconds']:.2f} s: {summary['fps']:.2f} FPS on {summary['backend']} "
