@@ -267,11 +267,12 @@ class SegmentationServer:
     def _load_segmenters(self) -> None:
         for _ in range(self.options.instances):
             segmenter = Segmenter(self.model, self.backend, **self.segmenter_opts)
-            if self.options.logits and segmenter.label_head:
-                segmenter.close()
-                raise CCNetError(f"{self.model} returns label maps (label head), not logits: "
-                                 "serve it without --logits, or export without --label-head "
-                                 "for logits")
+            if self.options.logits:
+                try:
+                    segmenter.require_logits("serve it without --logits")
+                except CCNetError:
+                    segmenter.close()
+                    raise
             self.segmenters.append(segmenter)
             warm_up(segmenter)
 
