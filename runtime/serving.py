@@ -280,7 +280,7 @@ class SegmentationServer:
         """Load and warm up the instances, then start Triton and wait until the model is
         ready; one-line CCNetError on any failure (nothing left running)."""
         try:
-            from pytriton.model_config import DynamicBatcher, ModelConfig
+            from pytriton.model_config import ModelConfig
             from pytriton.triton import Triton
         except ImportError as e:
             raise CCNetError(f"PyTriton is not importable ({first_line(e)}): {PYTRITON_HINT}") \
@@ -296,9 +296,9 @@ class SegmentationServer:
             callables = [SegmentationModel(s, o, self.log if o.log_batches else None)
                          for s in self.segmenters]
             # Batches form in the front model (its config has the delay), which forwards their
-            # requests one by one: nothing should wait here.
-            config = ModelConfig(batching=o.batched, max_batch_size=o.max_batch_size,
-                                 batcher=DynamicBatcher())
+            # requests one by one: nothing should wait here (PyTriton's default batcher has no
+            # queue delay).
+            config = ModelConfig(batching=o.batched, max_batch_size=o.max_batch_size)
             self.triton = Triton(config=self._triton_config())
             self.triton.bind(model_name=o.segmenter_name, infer_func=callables, inputs=inputs,
                              outputs=outputs, config=config, strict=True)
