@@ -148,9 +148,8 @@ def warm_up(segmenter: Segmenter) -> None:
                                                            (short_side, long_side, 3))))
 
 
-def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str:
-    """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``;
-    returns its folder."""
+def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> None:
+    """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``."""
     from .triton_repo import python_model_config, render_config, write_python_model
 
     config = python_model_config(
@@ -160,7 +159,7 @@ def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str
         batch_delay_us=options.batch_delay_us)
     text = render_config(config, (f"ccnet serve: checks requests, forwards them to "
                                   f"{options.segmenter_name}",))
-    return write_python_model(os.path.join(repo, options.name), text, FRONT_MODULE)
+    write_python_model(os.path.join(repo, options.name), text, FRONT_MODULE)
 
 
 def check_port_free(address: str, port: int, flag: str) -> None:

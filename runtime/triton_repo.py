@@ -143,7 +143,7 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def python_model_source(module: str = PYTHON_MODEL_MODULE) -> str:
+def python_model_source(module: str) -> str:
     """The ``1/model.py`` of a Python-backend model whose code is ``module``."""
     return (f'"""Triton Python-backend entry point of a ccnet model: the code is '
             f'{module}\n(ccnet-deploy must be importable by the server\'s Python)."""\n'
@@ -155,13 +155,12 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def write_python_model(folder: str, config_text: str, module: str = PYTHON_MODEL_MODULE) -> str:
+def write_python_model(folder: str, config_text: str, module: str = PYTHON_MODEL_MODULE) -> None:
     """Write the Python-backend model ``folder`` (a new folder): its ``config.pbtxt`` and the
-    ``1/model.py`` whose code is ``module``; returns ``folder``."""
+    ``1/model.py`` whose code is ``module``."""
     os.makedirs(os.path.join(folder, "1"))
     _write_text(os.path.join(folder, "config.pbtxt"), config_text)
     _write_text(os.path.join(folder, "1", "model.py"), python_model_source(module))
-    return folder
 
 
 def _stage(staging: str, name: str, network: str, spec: NetworkSpec, model_file: str,
