@@ -41,6 +41,8 @@ from ccnet.labels import label_dtype
 from .segmenter import Segmenter
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
                                BadRequest, request_images, stack_outputs)
+from .triton_repo import (check_model_name, python_model_config, render_config,
+                          write_python_model)
 
 FRONT_MODULE = "runtime.serving_front"
 PYTRITON_HINT = "pip install 'ccnet-deploy[serve]' (nvidia-pytriton and tritonclient)"
@@ -75,8 +77,6 @@ class ServeOptions:
         if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
             raise CCNetError(f"HTTP, gRPC and metrics ports must be three different ports in "
                              f"1..65535, got {ports}")
-        from .triton_repo import check_model_name
-
         check_model_name(self.name)
 
     @property
@@ -150,8 +150,6 @@ def warm_up(segmenter: Segmenter) -> None:
 
 def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> None:
     """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``."""
-    from .triton_repo import python_model_config, render_config, write_python_model
-
     config = python_model_config(
         options.name, num_classes, options.max_batch_size, options.instances,
         {"segmenter_model": options.segmenter_name,
