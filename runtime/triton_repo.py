@@ -45,10 +45,11 @@ def model_config_pb2():
 
 def parse_config(text: str, where: str = "config.pbtxt"):
     """Parse config.pbtxt text with Triton's ModelConfig schema; one-line error if invalid."""
+    pb2 = model_config_pb2()  # first: without tritonclient, its install hint
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(text, model_config_pb2().ModelConfig())
+        return text_format.Parse(text, pb2.ModelConfig())
     except text_format.ParseError as e:
         raise CCNetError(f"{where} does not follow Triton's ModelConfig schema: "
                          f"{first_line(e)}") from None
