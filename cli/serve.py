@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-timeout", type=common.positive_int, default=30,
                         help="seconds in-flight requests get to finish on SIGINT/SIGTERM")
     parser.add_argument("--log-batches", action="store_true",
-                        help="print one line per request the segmenter runs (images, sizes)")
+                        help="print one line per batch the segmenter model receives "
+                             "(requests, images, sizes)")
     parser.add_argument("--backend", choices=["onnxruntime", "tensorrt", "pytorch"],
                         help="default: by the model's file type")
     common.add_device(parser)

@@ -183,14 +183,15 @@ class SegmentWorker:
         from .segmenter import Segmenter
 
         self.segmenter = Segmenter(model, backend=backend, **(runner_options or {}))
-        if self.segmenter.meta != meta:
+        try:
+            if self.segmenter.meta != meta:
+                raise CCNetError(f"{model} on {socket.gethostname()} carries other metadata than "
+                                 "on the node that planned the job: give every node the same file")
+            if keep_logits:
+                self.segmenter.require_logits("run without --logits")
+        except CCNetError:
             self.segmenter.close()
-            raise CCNetError(f"{model} on {socket.gethostname()} carries other metadata than on "
-                             "the node that planned the job: give every node the same file")
-        if keep_logits and self.segmenter.label_head:
-            self.segmenter.close()
-            raise CCNetError(f"{model} returns label maps (label head), not logits: run without "
-                             "--logits, or export without --label-head for logits")
+            raise
         if self.segmenter.backend == "pytorch" and torch_threads:
             import torch  # only this backend: workers share the node's cores
 

@@ -171,11 +171,16 @@ class Segmenter:
             return output.astype(label_dtype(self.meta.num_classes), copy=False)
         return labels_from_logits(output, image_shape, self.meta)
 
+    def require_logits(self, remedy: str) -> None:
+        """One-line CCNetError naming ``remedy`` when the model has a label head: it returns
+        label maps, never logits."""
+        if self.label_head:
+            raise CCNetError(f"{self.model} returns label maps (label head), not logits: "
+                             f"{remedy}, or export without --label-head for logits")
+
     def predict(self, image_bgr: np.ndarray, tta: bool = False) -> Prediction:
         """Labels and logits (C×H×W at the original size) of one BGR uint8 image."""
-        if self.label_head:
-            raise CCNetError(f"{self.model} returns label maps (label head), not logits: use "
-                             "segment(), or export without --label-head for logits and TTA")
+        self.require_logits("use segment() (no TTA)")
         return segment(image_bgr, self.meta, self.runner.infer, tta=tta)
 
     def segment(self, image_bgr: np.ndarray, tta: bool = False) -> np.ndarray:

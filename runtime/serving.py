@@ -41,6 +41,8 @@ from ccnet.labels import label_dtype
 from .segmenter import Segmenter
 from .serving_contract import (DEFAULT_MAX_IMAGE_SIDE, ENCODED, IMAGE, LABELS, LOGITS,
                                BadRequest, request_images, stack_outputs)
+from .triton_repo import (check_model_name, python_model_config, render_config,
+                          write_python_model)
 
 FRONT_MODULE = "runtime.serving_front"
 PYTRITON_HINT = "pip install 'ccnet-deploy[serve]' (nvidia-pytriton and tritonclient)"
@@ -75,8 +77,6 @@ class ServeOptions:
         if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
             raise CCNetError(f"HTTP, gRPC and metrics ports must be three different ports in "
                              f"1..65535, got {ports}")
-        from .triton_repo import check_model_name
-
         check_model_name(self.name)
 
     @property
@@ -148,11 +148,8 @@ def warm_up(segmenter: Segmenter) -> None:
                                                            (short_side, long_side, 3))))
 
 
-def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str:
-    """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``;
-    returns its folder."""
-    from .triton_repo import python_model_config, render_config, write_python_model
-
+def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> None:
+    """Write the front model ``<repo>/<name>`` (``runtime.serving_front``) for ``options``."""
     config = python_model_config(
         options.name, num_classes, options.max_batch_size, options.instances,
         {"segmenter_model": options.segmenter_name,
@@ -160,7 +157,7 @@ def write_front_model(repo: str, options: ServeOptions, num_classes: int) -> str
         batch_delay_us=options.batch_delay_us)
     text = render_config(config, (f"ccnet serve: checks requests, forwards them to "
                                   f"{options.segmenter_name}",))
-    return write_python_model(os.path.join(repo, options.name), text, FRONT_MODULE)
+    write_python_model(os.path.join(repo, options.name), text, FRONT_MODULE)
 
 
 def check_port_free(address: str, port: int, flag: str) -> None:
@@ -267,11 +264,12 @@ class SegmentationServer:
     def _load_segmenters(self) -> None:
         for _ in range(self.options.instances):
             segmenter = Segmenter(self.model, self.backend, **self.segmenter_opts)
-            if self.options.logits and segmenter.label_head:
-                segmenter.close()
-                raise CCNetError(f"{self.model} returns label maps (label head), not logits: "
-                                 "serve it without --logits, or export without --label-head "
-                                 "for logits")
+            if self.options.logits:
+                try:
+                    segmenter.require_logits("serve it without --logits")
+                except CCNetError:
+                    segmenter.close()
+                    raise
             self.segmenters.append(segmenter)
             warm_up(segmenter)
 
@@ -279,7 +277,7 @@ class SegmentationServer:
         """Load and warm up the instances, then start Triton and wait until the model is
         ready; one-line CCNetError on any failure (nothing left running)."""
         try:
-            from pytriton.model_config import DynamicBatcher, ModelConfig
+            from pytriton.model_config import ModelConfig
             from pytriton.triton import Triton
         except ImportError as e:
             raise CCNetError(f"PyTriton is not importable ({first_line(e)}): {PYTRITON_HINT}") \
@@ -295,9 +293,9 @@ class SegmentationServer:
             callables = [SegmentationModel(s, o, self.log if o.log_batches else None)
                          for s in self.segmenters]
             # Batches form in the front model (its config has the delay), which forwards their
-            # requests one by one: nothing should wait here.
-            config = ModelConfig(batching=o.batched, max_batch_size=o.max_batch_size,
-                                 batcher=DynamicBatcher())
+            # requests one by one: nothing should wait here (PyTriton's default batcher has no
+            # queue delay).
+            config = ModelConfig(batching=o.batched, max_batch_size=o.max_batch_size)
             self.triton = Triton(config=self._triton_config())
             self.triton.bind(model_name=o.segmenter_name, infer_func=callables, inputs=inputs,
                              outputs=outputs, config=config, strict=True)

@@ -13,12 +13,16 @@ from .triton_checked_model import CheckedRequestsModel
 
 
 class TritonPythonModel(CheckedRequestsModel):
-    """Forwards each checked request's decoded pixels to ``segmenter_model`` (BLS)."""
+    """Forwards each checked request's pixels to ``segmenter_model`` (BLS)."""
 
     def setup(self) -> None:
         self.segmenter = self.params["segmenter_model"]
 
     def answer(self, request, images):
-        pixels = stack_outputs(images, self.batched)
+        # A checked `image` tensor goes on as it came (stacking its frames again would copy
+        # it); only decoded `encoded` files need a tensor made.
+        pixels = self.pb.get_input_tensor_by_name(request, IMAGE)
+        if pixels is None:
+            pixels = self.pb.Tensor(IMAGE, stack_outputs(images, self.batched))
         wanted = list(request.requested_output_names()) or [LABELS]
-        return self.call(self.segmenter, [self.pb.Tensor(IMAGE, pixels)], wanted).output_tensors()
+        return self.call(self.segmenter, [pixels], wanted).output_tensors()

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
-from ccnet.errors import CCNetError
+from ccnet.errors import CCNetError, first_line
 from ccnet.meta import ModelMeta
 
 from .engine_info import format_shape, read_engine_info
@@ -21,6 +21,7 @@ ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
 # The plugin library's name in a repository (``runtime.triton_repo`` copies it under this name).
 PLUGIN_FILE = "libccnet_plugins.so"
+ONNX_HINT = "pip install 'ccnet-deploy[export]' (or [trt]: both bring onnx)"
 
 
 @dataclass
@@ -86,8 +87,12 @@ def _check_onnx_runs_on_ort(model, path: str) -> None:
 
 def onnx_network(path: str, max_batch_size: int) -> NetworkSpec:
     """The ``onnxruntime_onnx`` network of an exported ccnet ONNX file."""
-    from export.metadata import read_metadata
-    from export.onnx_file import load_onnx
+    try:
+        from export.metadata import read_metadata
+        from export.onnx_file import load_onnx
+    except ImportError as e:  # onnx is not part of the core install
+        raise CCNetError(f"reading {path} needs the onnx package ({first_line(e)}): "
+                         f"{ONNX_HINT}") from None
 
     model = load_onnx(path, load_external_data=False)
     try:

@@ -45,10 +45,11 @@ def model_config_pb2():
 
 def parse_config(text: str, where: str = "config.pbtxt"):
     """Parse config.pbtxt text with Triton's ModelConfig schema; one-line error if invalid."""
+    pb2 = model_config_pb2()  # first: without tritonclient, its install hint
     from google.protobuf import text_format
 
     try:
-        return text_format.Parse(text, model_config_pb2().ModelConfig())
+        return text_format.Parse(text, pb2.ModelConfig())
     except text_format.ParseError as e:
         raise CCNetError(f"{where} does not follow Triton's ModelConfig schema: "
                          f"{first_line(e)}") from None
@@ -143,7 +144,7 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def python_model_source(module: str = PYTHON_MODEL_MODULE) -> str:
+def python_model_source(module: str) -> str:
     """The ``1/model.py`` of a Python-backend model whose code is ``module``."""
     return (f'"""Triton Python-backend entry point of a ccnet model: the code is '
             f'{module}\n(ccnet-deploy must be importable by the server\'s Python)."""\n'
@@ -155,13 +156,12 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def write_python_model(folder: str, config_text: str, module: str = PYTHON_MODEL_MODULE) -> str:
+def write_python_model(folder: str, config_text: str, module: str = PYTHON_MODEL_MODULE) -> None:
     """Write the Python-backend model ``folder`` (a new folder): its ``config.pbtxt`` and the
-    ``1/model.py`` whose code is ``module``; returns ``folder``."""
+    ``1/model.py`` whose code is ``module``."""
     os.makedirs(os.path.join(folder, "1"))
     _write_text(os.path.join(folder, "config.pbtxt"), config_text)
     _write_text(os.path.join(folder, "1", "model.py"), python_model_source(module))
-    return folder
 
 
 def _stage(staging: str, name: str, network: str, spec: NetworkSpec, model_file: str,

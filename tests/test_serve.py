@@ -133,8 +133,7 @@ def test_logits_from_a_label_head_model_are_refused_before_triton_starts(demo_he
     from ccnet.errors import CCNetError
     from runtime.serving import SegmentationServer, ServeOptions
 
-    head = demo_head_onnx
-    server = SegmentationServer(head, ServeOptions(logits=True), device="cpu")
+    server = SegmentationServer(demo_head_onnx, ServeOptions(logits=True), device="cpu")
     with pytest.raises(CCNetError, match=r"label head.*without --logits") as info:
         server._load_segmenters()
     assert "\n" not in str(info.value) and server.segmenters == []

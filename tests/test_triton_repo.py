@@ -142,6 +142,22 @@ def test_models_that_cannot_be_expressed_are_refused(demo_onnx, demo_meta, tmp_p
         assert not repo.exists() or not os.listdir(repo), f"{reason}: left {os.listdir(repo)}"
 
 
+def test_missing_packages_get_their_install_hint(demo_onnx, tmp_path, monkeypatch):
+    import sys
+
+    # A module set to None in sys.modules fails to import, as a package never installed does.
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)
+    monkeypatch.setitem(sys.modules, "google.protobuf", None)
+    with pytest.raises(CCNetError, match=r"ccnet-deploy\[serve\]"):
+        parse_config("")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    for name in [n for n in sys.modules if n == "export" or n.startswith("export.")]:
+        monkeypatch.delitem(sys.modules, name)  # imported again, without onnx
+    with pytest.raises(CCNetError, match=r"needs the onnx package.*ccnet-deploy\[export\]"):
+        write_triton_repo(demo_onnx, str(tmp_path / "repo"))
+    assert not (tmp_path / "repo").exists() or not os.listdir(tmp_path / "repo")
+
+
 def test_existing_models_are_kept(demo_onnx, tmp_path, capsys):
     from cli.main import main
 
